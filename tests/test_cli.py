@@ -1,0 +1,94 @@
+"""The ``trimode generate`` contract: flags, the JSON line, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from trimode.cli import main
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def last_json(out: str) -> dict:
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_generate_json_contract(capsys, nld_tiny_dir, golden):
+    case = next(c for c in golden["ar_generate"] if c["id"] == "ar/peos")
+    prompt = ",".join(map(str, golden["prompts"]["peos"]))
+    code, out, _ = run(capsys, "generate", "--model", str(nld_tiny_dir), "--mode", "ar", "--prompt-ids", prompt,
+                       "--max-new-tokens", "64", "--json")
+    assert code == 0
+    report = last_json(out)
+    for key in ("mode", "token_ids", "text", "nfe", "tokens_per_forward", "tokens_per_second", "elapsed_s"):
+        assert key in report
+    assert report["mode"] == "ar"
+    assert report["token_ids"] == case["new_tokens"]  # ends with EOS (11), which is kept
+    assert report["nfe"] == len(case["new_tokens"])
+    assert report["tokens_per_forward"] == pytest.approx(1.0)
+    assert report["text"] is None  # the fixture ships no tokenizer
+    assert report["finish_reason"] == "eos"
+
+
+def test_batch_of_prompt_ids(capsys, nld_tiny_dir, golden):
+    p5 = ",".join(map(str, golden["prompts"]["p5"]))
+    peos = ",".join(map(str, golden["prompts"]["peos"]))
+    code, out, _ = run(capsys, "generate", "--model", str(nld_tiny_dir), "--prompt-ids", p5, "--prompt-ids", peos,
+                       "--max-new-tokens", "20", "--json")
+    assert code == 0
+    report = last_json(out)
+    assert len(report["token_ids"]) == 2 and report["finish_reason"] == ["length", "eos"]
+
+
+def test_seeded_sampling_is_reproducible(capsys, nld_tiny_dir):
+    args = ("generate", "--model", str(nld_tiny_dir), "--prompt-ids", "5,17,3", "--temperature", "1.0",
+            "--top-p", "0.9", "--seed", "7", "--max-new-tokens", "12", "--json")
+    first = last_json(run(capsys, *args)[1])
+    second = last_json(run(capsys, *args)[1])
+    assert first["token_ids"] == second["token_ids"] and len(first["token_ids"]) == 12
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--prompt-ids", "5,x,3"], "comma-separated integers"),
+        (["--prompt-ids", "5,17", "--threshold", "2"], "threshold must be in"),
+        (["--prompt", "hello"], "has no tokenizer"),
+        (["--prompt-ids", "5,9999"], "outside the vocabulary"),
+        (["--prompt-ids", "5", "--max-new-tokens", "0"], "max-new-tokens must be >= 1"),
+        (["--prompt-ids", "5", "--top-p", "0"], "top_p must be in"),
+        (["--prompt-ids", "5", "--device", "cuda"], None),
+    ],
+)
+def test_bad_input_is_one_clear_line(capsys, nld_tiny_dir, argv, message):
+    import torch
+
+    if "--device" in argv and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    try:
+        code = main(["generate", "--model", str(nld_tiny_dir), *argv])
+    except SystemExit as exit_:  # argparse type errors
+        code = exit_.code
+    _, err = capsys.readouterr()
+    assert code == 2
+    last = err.strip().splitlines()[-1]  # argparse prints its usage first; the error is the last line
+    assert "error" in last and "Traceback" not in err
+    if message:
+        assert message in last
+
+
+def test_missing_model_path(capsys, tmp_path):
+    code, _, err = run(capsys, "generate", "--model", str(tmp_path / "nope"), "--prompt-ids", "5")
+    assert code == 2 and "does not exist" in err
+
+
+def test_info(capsys, nld_tiny_dir):
+    code, out, _ = run(capsys, "info", "--model", str(nld_tiny_dir))
+    info = json.loads(out)
+    assert code == 0 and info["format"] == "nld" and info["adapters"] == ["linear_spec"]

@@ -1,0 +1,161 @@
+"""Preallocated KV cache with per-row lengths, append, crop/rollback and read-only forwards.
+
+Layout: one buffer per layer, [batch, kv_heads, capacity, head_dim]. Row b holds ``lens[b]``
+valid tokens; slot j of a row always holds the token at absolute position j, i.e. exactly what a
+pure AR run would have stored. A forward writes its T new keys/values at slots
+lens[b]..lens[b]+T-1 of each row and attends over the buffer; whether those slots become part of
+the cache is decided afterwards by :meth:`KVCache.advance` (append) or by leaving ``lens`` alone
+(read-only: a diffusion denoising step or a draft). Stale slots beyond ``lens`` are never visible
+(see :func:`trimode.masks.over_cache`), so "rollback" is only a change of ``lens``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+
+class KVCache:
+    def __init__(
+        self,
+        num_layers: int,
+        batch: int,
+        kv_heads: int,
+        head_dim: int,
+        capacity: int,
+        *,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        if capacity <= 0 or batch <= 0:
+            raise ValueError(f"cache needs positive batch and capacity, got batch={batch} capacity={capacity}")
+        self.num_layers, self.batch, self.kv_heads, self.head_dim = num_layers, batch, kv_heads, head_dim
+        self.dtype, self.device = dtype, torch.device(device)
+        self.capacity = capacity
+        shape = (batch, kv_heads, capacity, head_dim)
+        self.k = [torch.zeros(shape, dtype=dtype, device=self.device) for _ in range(num_layers)]
+        self.v = [torch.zeros(shape, dtype=dtype, device=self.device) for _ in range(num_layers)]
+        # Host copy decides shapes and fast paths without a device sync; the tensor feeds masks.
+        self._lens: list[int] = [0] * batch
+        self.lens = torch.zeros(batch, dtype=torch.long, device=self.device)
+
+    @classmethod
+    def for_model(cls, model: torch.nn.Module, batch: int, capacity: int, dtype: torch.dtype | None = None) -> "KVCache":
+        cfg = model.config
+        param = next(model.parameters())
+        return cls(
+            cfg.num_hidden_layers,
+            batch,
+            cfg.num_key_value_heads,
+            cfg.head_dim,
+            capacity,
+            dtype=dtype or default_kv_dtype(param.dtype, param.device),
+            device=param.device,
+        )
+
+    # ----------------------------------------------------------------- lengths
+    @property
+    def lengths(self) -> list[int]:
+        return list(self._lens)
+
+    @property
+    def uniform(self) -> bool:
+        return min(self._lens) == max(self._lens)
+
+    def _set_lens(self, lens: Sequence[int]) -> None:
+        self._lens = [int(x) for x in lens]
+        self.lens = torch.tensor(self._lens, dtype=torch.long, device=self.device)
+
+    def advance(self, counts: int | Sequence[int]) -> None:
+        """Make the last forward's first ``counts[b]`` new tokens of row b part of the cache."""
+        if isinstance(counts, int):
+            counts = [counts] * self.batch
+        new = [n + c for n, c in zip(self._lens, counts)]
+        if max(new) > self.capacity:
+            raise ValueError(f"advance to {max(new)} exceeds the cache capacity {self.capacity}")
+        self._set_lens(new)
+
+    def crop(self, lens: int | Sequence[int]) -> None:
+        """Roll rows back to the given lengths (each must not exceed the current length)."""
+        if isinstance(lens, int):
+            lens = [lens] * self.batch
+        if len(lens) != self.batch:
+            raise ValueError(f"crop needs {self.batch} lengths, got {len(lens)}")
+        for b, (old, new) in enumerate(zip(self._lens, lens)):
+            if not 0 <= new <= old:
+                raise ValueError(f"crop row {b} to {new}: must be within 0..{old} (its current length)")
+        self._set_lens(lens)
+
+    def reset(self) -> None:
+        self._set_lens([0] * self.batch)
+
+    def ensure_capacity(self, needed: int) -> None:
+        """Grow (by doubling) so that ``needed`` slots fit; existing content is kept."""
+        if needed <= self.capacity:
+            return
+        new_cap = max(needed, 2 * self.capacity)
+        for store in (self.k, self.v):
+            for i, buf in enumerate(store):
+                grown = torch.zeros(
+                    (self.batch, self.kv_heads, new_cap, self.head_dim), dtype=self.dtype, device=self.device
+                )
+                grown[:, :, : self.capacity] = buf
+                store[i] = grown
+        self.capacity = new_cap
+
+    # ----------------------------------------------------------------- per-layer I/O
+    def write(self, layer: int, k_new: torch.Tensor, v_new: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Place the new K/V ([B, H, T, D]) after each row's cached tokens; return the visible buffer.
+
+        The returned views span slots 0..max(lens)+T-1; the caller's mask hides what a row must
+        not see. ``lens`` is not changed here.
+        """
+        t = k_new.shape[2]
+        end = max(self._lens) + t
+        if end > self.capacity:
+            raise ValueError(
+                f"forward of {t} tokens on cached length {max(self._lens)} needs {end} slots; "
+                f"cache capacity is {self.capacity} (call ensure_capacity first)"
+            )
+        kb, vb = self.k[layer], self.v[layer]
+        k_new, v_new = k_new.to(self.dtype), v_new.to(self.dtype)
+        if self.uniform:
+            start = self._lens[0]
+            kb[:, :, start : start + t] = k_new
+            vb[:, :, start : start + t] = v_new
+        else:
+            idx = (self.lens[:, None] + torch.arange(t, device=self.device))[:, None, :, None]
+            idx = idx.expand(self.batch, self.kv_heads, t, self.head_dim)
+            kb.scatter_(2, idx, k_new)
+            vb.scatter_(2, idx, v_new)
+        return kb[:, :, :end], vb[:, :, :end]
+
+    def keep(self, row_offsets: Sequence[Sequence[int]]) -> None:
+        """Compact the last forward's new tokens: row b keeps new tokens ``row_offsets[b]`` (in order)
+        as its next cached slots, and ``lens`` advances by how many were kept.
+
+        Used when only some tokens of a forward are real continuations (e.g. the head tokens of the
+        quadratic self-speculation grid).
+        """
+        counts = []
+        for b, offsets in enumerate(row_offsets):
+            start = self._lens[b]
+            src = torch.tensor([start + o for o in offsets], dtype=torch.long, device=self.device)
+            if len(offsets):
+                for store in (self.k, self.v):
+                    for buf in store:
+                        buf[b, :, start : start + len(offsets)] = buf[b, :, src]
+            counts.append(len(offsets))
+        self.advance(counts)
+
+
+def default_kv_dtype(param_dtype: torch.dtype, device: torch.device) -> torch.dtype:
+    """float32 K/V for reduced-precision models on CPU.
+
+    CPUs without native bf16 run small bf16 attention matmuls several times slower than float32,
+    and bf16 K/V are exact in float32, so the cache (and attention) are kept in float32 there.
+    """
+    if device.type == "cpu" and param_dtype in (torch.bfloat16, torch.float16):
+        return torch.float32
+    return param_dtype

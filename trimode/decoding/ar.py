@@ -1,0 +1,40 @@
+"""Autoregressive decoding: causal prefill, then one token per forward over the KV cache."""
+
+from __future__ import annotations
+
+import torch
+
+from ..sampling import make_generators, select
+from .base import DecodeStats, Decoder, GenerationConfig, Rows
+
+
+class ARDecoder(Decoder):
+    mode = "ar"
+
+    def _generate(
+        self, prompts: list[list[int]], config: GenerationConfig, stats: DecodeStats
+    ) -> tuple[list[list[int]], list[str]]:
+        batch = len(prompts)
+        cache = self.new_cache(prompts, config.max_new_tokens + 1)
+        generators = None if config.sampling.greedy else make_generators(config.sampling, batch, config.seeds)
+        rows = Rows(batch, config)
+        logits = self.prefill(prompts, cache, stats)
+        while True:
+            next_ids = select(logits, config.sampling, generators)
+            host = next_ids.tolist()
+            grew = [rows.extend(b, [host[b]]) if rows.active(b) else 0 for b in range(batch)]
+            if rows.done:
+                break
+            # Finished rows ride along (their forward is discarded and their cache not advanced)
+            # so that the batch keeps one shape; the mask hides their stale slots.
+            positions = cache.lens[:, None]
+            logits = self.model(next_ids[:, None], positions, cache, pattern="causal", logits_at="last")[:, 0]
+            cache.advance(grew)
+            stats.forwards["decode"] += 1
+        return rows.tokens, [str(f) for f in rows.finish]
+
+
+def greedy_ar(model: torch.nn.Module, prompt: list[int], max_new_tokens: int, eos: tuple[int, ...] = ()) -> list[int]:
+    """Convenience for tests and scripts: greedy AR continuation of one prompt."""
+    config = GenerationConfig(max_new_tokens=max_new_tokens, eos_token_ids=eos)
+    return ARDecoder(model).generate([prompt], config).sequences[0]

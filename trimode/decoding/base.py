@@ -1,0 +1,203 @@
+"""The decoder interface shared by every mode, and the pieces every mode reuses.
+
+A decoder takes prompt ids and a :class:`GenerationConfig`, and returns a :class:`GenerationResult`:
+the generated ids per row plus :class:`DecodeStats`.
+
+Token accounting (the same for every mode, so figures are comparable):
+* ``generated_tokens`` counts the tokens returned, prompt excluded, EOS included (a row stops at
+  its first EOS, which is kept), summed over the batch rows.
+* ``nfe`` counts every model forward, the prefill included; a forward over a whole batch counts once.
+* ``tokens_per_forward`` = generated_tokens / nfe (at batch > 1 this is summed over rows).
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from ..cache import KVCache
+from ..model.transformer import Transformer
+from ..sampling import SamplingParams
+
+# A stop condition sees a row's generated ids and says whether the row is finished.
+StopCondition = Callable[[Sequence[int]], bool]
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    max_new_tokens: int = 128
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    eos_token_ids: tuple[int, ...] = ()
+    stop: StopCondition | None = None
+    seeds: tuple[int | None, ...] | None = None  # per-row seeds; default: sampling.seed + row
+    # Block-diffusion and self-speculation knobs (ignored by AR).
+    block_size: int = 32
+    threshold: float | None = 0.9
+    max_steps: int | None = None  # denoising steps per block (inference budget); None = block_size
+    use_adapter: bool = True
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.block_size < 1:
+            raise ValueError(f"block_size must be >= 1, got {self.block_size}")
+        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1] or None, got {self.threshold}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1 or None, got {self.max_steps}")
+
+
+@dataclass
+class DecodeStats:
+    mode: str
+    forwards: Counter = field(default_factory=Counter)  # kind -> count (prefill, decode, draft, ...)
+    generated_tokens: int = 0
+    tokens_per_row: list[int] = field(default_factory=list)
+    prefill_s: float = 0.0
+    elapsed_s: float = 0.0
+    accepted_lengths: list[list[int]] = field(default_factory=list)  # per row, per cycle (spec modes)
+    block_steps: list[list[int]] = field(default_factory=list)  # per row, denoising steps per block
+
+    @property
+    def nfe(self) -> int:
+        return sum(self.forwards.values())
+
+    @property
+    def tokens_per_forward(self) -> float:
+        return self.generated_tokens / self.nfe if self.nfe else 0.0
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.generated_tokens / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def decode_tokens_per_second(self) -> float:
+        """Throughput after the prefill (the first token, decided by the prefill, excluded)."""
+        decode_s = self.elapsed_s - self.prefill_s
+        n = self.generated_tokens - len(self.tokens_per_row)
+        return n / decode_s if decode_s > 0 and n > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["forwards"] = dict(self.forwards)
+        out.update(
+            nfe=self.nfe,
+            tokens_per_forward=self.tokens_per_forward,
+            tokens_per_second=self.tokens_per_second,
+            decode_tokens_per_second=self.decode_tokens_per_second,
+        )
+        return out
+
+
+@dataclass
+class GenerationResult:
+    sequences: list[list[int]]  # generated ids per row (prompt excluded, up to and including EOS)
+    finish_reasons: list[str]  # "eos" | "length" | "stop"
+    stats: DecodeStats
+
+
+class Rows:
+    """Per-row output and stopping state: EOS (kept), max_new_tokens, stop condition."""
+
+    def __init__(self, batch: int, config: GenerationConfig) -> None:
+        self.config = config
+        self.eos = set(config.eos_token_ids)
+        self.tokens: list[list[int]] = [[] for _ in range(batch)]
+        self.finish: list[str | None] = [None] * batch
+
+    def active(self, b: int) -> bool:
+        return self.finish[b] is None
+
+    @property
+    def active_mask(self) -> list[bool]:
+        return [f is None for f in self.finish]
+
+    @property
+    def done(self) -> bool:
+        return all(f is not None for f in self.finish)
+
+    def extend(self, b: int, new: Sequence[int]) -> int:
+        """Append tokens to row b until it finishes; return how many were taken."""
+        taken = 0
+        for tok in new:
+            if self.finish[b] is not None:
+                break
+            self.tokens[b].append(int(tok))
+            taken += 1
+            if tok in self.eos:
+                self.finish[b] = "eos"
+            elif len(self.tokens[b]) >= self.config.max_new_tokens:
+                self.finish[b] = "length"
+            elif self.config.stop is not None and self.config.stop(self.tokens[b]):
+                self.finish[b] = "stop"
+        return taken
+
+
+class Decoder(ABC):
+    """One decoding mode. Subclasses implement :meth:`_generate` on validated prompts."""
+
+    mode: str = ""
+
+    def __init__(self, model: Transformer) -> None:
+        self.model = model
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def generate(self, prompts: Sequence[Sequence[int]], config: GenerationConfig) -> GenerationResult:
+        prompts = [list(map(int, p)) for p in prompts]
+        if not prompts:
+            raise ValueError("no prompts given")
+        vocab = self.model.config.vocab_size
+        for i, p in enumerate(prompts):
+            if not p:
+                raise ValueError(f"prompt {i} is empty; at least one token (e.g. BOS) is needed")
+            bad = [t for t in p if not 0 <= t < vocab]
+            if bad:
+                raise ValueError(f"prompt {i} has token ids outside the vocabulary [0, {vocab}): {bad[:5]}")
+        if config.seeds is not None and len(config.seeds) != len(prompts):
+            raise ValueError(f"{len(config.seeds)} seeds given for {len(prompts)} prompts")
+        stats = DecodeStats(mode=self.mode)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            sequences, finish = self._generate(prompts, config, stats)
+        stats.elapsed_s = time.perf_counter() - start
+        stats.tokens_per_row = [len(s) for s in sequences]
+        stats.generated_tokens = sum(stats.tokens_per_row)
+        return GenerationResult(sequences, finish, stats)
+
+    @abstractmethod
+    def _generate(
+        self, prompts: list[list[int]], config: GenerationConfig, stats: DecodeStats
+    ) -> tuple[list[list[int]], list[str]]: ...
+
+    # ----------------------------------------------------------------- shared steps
+    def new_cache(self, prompts: list[list[int]], extra: int) -> KVCache:
+        return KVCache.for_model(self.model, len(prompts), max(len(p) for p in prompts) + extra)
+
+    def prefill(self, prompts: list[list[int]], cache: KVCache, stats: DecodeStats) -> torch.Tensor:
+        """Causal forward over the (right-padded) prompts; appends them to the cache and returns the
+        last prompt position's logits [B, V] (the AR prediction of the first new token)."""
+        start = time.perf_counter()
+        lens = [len(p) for p in prompts]
+        width = max(lens)
+        ids = torch.zeros(len(prompts), width, dtype=torch.long)
+        for b, p in enumerate(prompts):
+            ids[b, : len(p)] = torch.tensor(p)
+        device = self.device
+        positions = torch.arange(width).expand(len(prompts), width)
+        last = torch.tensor(lens)[:, None] - 1
+        logits = self.model(
+            ids.to(device), positions.to(device), cache, pattern="causal", logits_at=last.to(device)
+        )[:, 0]
+        cache.advance(lens)
+        stats.forwards["prefill"] += 1
+        stats.prefill_s = time.perf_counter() - start
+        return logits

