@@ -47,6 +47,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", choices=DTYPES, default="float32")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--no-pack", action="store_true",
+                   help="do not prepack weights for CPU float32 matmuls (saves one copy of the weights)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,7 +97,8 @@ def _load(args: argparse.Namespace, adapter: bool = True):
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError(f"--device {args.device} requested but CUDA is not available on this machine")
     path = Path(args.model) if args.model else default_model_path()
-    return load(path, dtype=getattr(torch, args.dtype), device=args.device, adapter=adapter)
+    return load(path, dtype=getattr(torch, args.dtype), device=args.device, adapter=adapter,
+                pack=False if args.no_pack else None)
 
 
 def _prompts(args: argparse.Namespace, loaded) -> list[list[int]]:

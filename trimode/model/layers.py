@@ -25,6 +25,40 @@ class RMSNorm(nn.Module):
         return self.weight * F.rms_norm(x.float(), (x.shape[-1],), None, self.eps).to(x.dtype)
 
 
+class PackedWeight:
+    """A oneDNN-blocked copy of a float32 CPU weight for inference matmuls.
+
+    At batch 1 the stock CPU ``linear`` kernel streams an [out, in] weight at roughly half the
+    memory bandwidth that oneDNN reaches on its blocked layout (on the 2-core EPYC dev box: 41 vs
+    30 ms per SmolLM2-135M decode step). The copy is used only while the source tensor is the same
+    object at the same version (any in-place update, e.g. an optimizer step, invalidates it) and no
+    gradient is wanted; it costs one extra copy of the weight in memory.
+    """
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        self.source = weight
+        self.version = weight._version
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), 1)
+
+    @staticmethod
+    def supported(weight: torch.Tensor) -> bool:
+        return weight.device.type == "cpu" and weight.dtype == torch.float32 and torch.backends.mkldnn.is_available()
+
+    def valid_for(self, weight: torch.Tensor) -> bool:
+        return weight is self.source and weight._version == self.version and not (
+            torch.is_grad_enabled() and weight.requires_grad
+        )
+
+    def linear(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed, bias, "none", [], "")
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, packed: PackedWeight | None) -> torch.Tensor:
+    if packed is not None and packed.valid_for(weight) and x.dtype == torch.float32:
+        return packed.linear(x, bias)
+    return F.linear(x, weight, bias)
+
+
 class LoRA(nn.Module):
     """One low-rank update y[..., rows] += scale * B(A(x)) on a slice of a (possibly fused) output."""
 
@@ -50,6 +84,12 @@ class Linear(nn.Module):
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
         self.adapters = nn.ModuleDict()  # adapter name -> ModuleList[LoRA]
+        self.packed: PackedWeight | None = None
+
+    def pack(self) -> bool:
+        """Prepack the weight for CPU float32 inference (see :class:`PackedWeight`)."""
+        self.packed = PackedWeight(self.weight) if PackedWeight.supported(self.weight) else None
+        return self.packed is not None
 
     def add_lora(self, name: str, rank: int, scale: float, out_rows: tuple[int, int] | None = None) -> LoRA:
         rows = out_rows or (0, self.out_features)
@@ -62,7 +102,7 @@ class Linear(nn.Module):
         return part
 
     def forward(self, x: torch.Tensor, adapter: str | None = None) -> torch.Tensor:
-        y = F.linear(x, self.weight, self.bias)
+        y = linear(x, self.weight, self.bias, self.packed)
         if adapter is not None and adapter in self.adapters:
             for part in self.adapters[adapter]:
                 start, stop = part.out_rows

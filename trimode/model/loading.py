@@ -26,6 +26,9 @@ from .weights import hf_to_internal, internal_to_hf, peft_lora_targets, projecti
 DRAFT_ADAPTER = "linear_spec"
 ADAPTER_DIR = "linear_spec_lora"
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+# Automatic weight packing doubles the memory of the projections, so it is only done by default for
+# models up to this size (float32 bytes); pass pack=True to force it.
+AUTO_PACK_MAX_BYTES = 4 * 2**30
 
 
 class CheckpointError(ValueError):
@@ -52,9 +55,25 @@ def load(
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
     adapter: bool = True,
+    pack: bool | None = None,
 ) -> LoadedModel:
-    """Load a checkpoint folder or a ``.gguf`` file."""
-    path = Path(path)
+    """Load a checkpoint folder or a ``.gguf`` file.
+
+    ``pack``: prepack weights for CPU float32 inference (:meth:`Transformer.pack_weights`, faster
+    batch-1 decoding for one extra copy of the weights); None = automatically on CPU in float32
+    for models up to :data:`AUTO_PACK_MAX_BYTES`.
+    """
+    loaded = _load_any(Path(path), dtype, device, adapter)
+    model = loaded.model
+    if pack is None:
+        weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+        pack = weight_bytes <= AUTO_PACK_MAX_BYTES
+    if pack:
+        model.pack_weights()
+    return loaded
+
+
+def _load_any(path: Path, dtype: torch.dtype, device: str | torch.device, adapter: bool) -> LoadedModel:
     if not path.exists():
         raise FileNotFoundError(f"model path {path} does not exist (expected a checkpoint folder or a .gguf file)")
     if path.is_file():
@@ -185,7 +204,12 @@ def build_model(
                 f"{source}: shape mismatch for {shown}: checkpoint has {tuple(tensor.shape)}, "
                 f"config.json implies {tuple(expected[name].shape)}"
             )
-    model.load_state_dict({k: v.to(device=device, dtype=dtype) for k, v in internal.items()}, assign=True)
+    # Copy into fresh torch allocations: tensors that come from numpy or a memory map can sit at
+    # 16-byte offsets, and misaligned weights make the CPU matmul kernels markedly slower.
+    model.load_state_dict(
+        {k: v.to(device=device, dtype=dtype, copy=True, memory_format=torch.contiguous_format) for k, v in internal.items()},
+        assign=True,
+    )
     # Buffers (rotary inverse frequencies) are derived, not loaded: rebuild them for real.
     model.rotary = type(model.rotary)(cfg.rope, cfg.head_dim).to(device)
     return model.eval()

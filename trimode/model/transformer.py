@@ -20,7 +20,7 @@ from torch import nn
 from .. import masks
 from ..cache import KVCache
 from ..config import ModelConfig
-from .layers import Linear, RMSNorm
+from .layers import Linear, PackedWeight, RMSNorm, linear
 from .rope import RotaryEmbedding, apply_rotary
 
 Pattern = str | torch.Tensor  # "causal" | "bidirectional" | bool mask [T, T] or [B, T, T]
@@ -116,6 +116,23 @@ class Transformer(nn.Module):
         self.model = Backbone(cfg)
         self.lm_head = None if cfg.tie_word_embeddings else Linear(cfg.hidden_size, cfg.vocab_size)
         self.rotary = RotaryEmbedding(cfg.rope, cfg.head_dim)
+        self._packed_head: PackedWeight | None = None
+
+    def pack_weights(self) -> int:
+        """Prepack every projection (and a tied head) for CPU float32 inference; returns how many
+        weights were packed (0 off CPU or in other dtypes). Costs one extra copy of those weights."""
+        count = sum(m.pack() for m in self.modules() if isinstance(m, Linear))
+        emb = self.model.embed_tokens.weight
+        if self.lm_head is None and PackedWeight.supported(emb):
+            self._packed_head = PackedWeight(emb)
+            count += 1
+        return count
+
+    @property
+    def packed(self) -> bool:
+        return self._packed_head is not None or any(
+            m.packed is not None for m in self.modules() if isinstance(m, Linear)
+        )
 
     @property
     def adapter_names(self) -> list[str]:
@@ -163,7 +180,7 @@ class Transformer(nn.Module):
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         if self.lm_head is None:
-            return F.linear(hidden, self.model.embed_tokens.weight).float()
+            return linear(hidden, self.model.embed_tokens.weight, None, self._packed_head).float()
         return self.lm_head(hidden).float()
 
     def hidden_states(
