@@ -16,6 +16,9 @@ COUNTING = (
 )
 
 
+_MODE_DEFAULT = object()  # --threshold not given: 0.9 for diffusion, 0 (one-shot drafts) for linear-spec
+
+
 class UsageError(Exception):
     """Bad command-line input; reported as one line, exit status 2."""
 
@@ -67,8 +70,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--system", help="system message (with --chat)")
     g.add_argument("--max-new-tokens", type=int, default=128)
     g.add_argument("--block-size", type=int, default=None, help="diffusion/speculation block (default: the config's, else 32)")
-    g.add_argument("--threshold", type=_threshold, default=0.9, help="diffusion confidence threshold, or 'none'")
+    g.add_argument("--threshold", type=_threshold, default=_MODE_DEFAULT,
+                   help="confidence threshold: diffusion commits (default 0.9; 'none' = fixed count per step), "
+                        "linear-spec drafting (default 0 = one draft forward)")
     g.add_argument("--max-steps", type=int, default=None, help="denoising steps per block (inference budget)")
+    g.add_argument("--bidirectional-context", action="store_true",
+                   help="diffusion: bidirectional prefill/commits and unseeded blocks (the reference's causal_context=False)")
+    g.add_argument("--acceptance", choices=["speculative", "exact-match"], default="speculative",
+                   help="self-speculation at T > 0: lossless speculative sampling, or the reference's exact match")
+    g.add_argument("--thinking-budget", type=int, default=None, help="force </think> after this many thinking tokens")
+    g.add_argument("--enable-thinking", action="store_true", help="pass enable_thinking=True to the chat template")
     g.add_argument("--temperature", type=float, default=0.0)
     g.add_argument("--top-p", type=float, default=1.0)
     g.add_argument("--top-k", type=int, default=0)
@@ -114,9 +125,10 @@ def _prompts(args: argparse.Namespace, loaded) -> list[list[int]]:
             raise UsageError("--system needs --chat")
         return [tok.encode(p) for p in args.prompt]
     out = []
+    extra = {"enable_thinking": True} if args.enable_thinking else {}
     for p in args.prompt:
         messages = ([{"role": "system", "content": args.system}] if args.system else []) + [{"role": "user", "content": p}]
-        out.append(tok.encode_chat(messages))
+        out.append(tok.encode_chat(messages, **extra))
     return out
 
 
@@ -138,17 +150,32 @@ def cmd_generate(args: argparse.Namespace) -> int:
         if loaded.tokenizer is None:
             raise UsageError("--stop needs a tokenizer; this checkpoint has none")
         stop = StopStrings(loaded.tokenizer, args.stop)
+    force = None
+    if args.thinking_budget is not None:
+        from .decoding.thinking import ThinkingBudget
+
+        if loaded.tokenizer is None:
+            raise UsageError("--thinking-budget needs a tokenizer with a </think> token; this checkpoint has none")
+        force = ThinkingBudget.from_tokenizer(loaded.tokenizer, prompts, args.thinking_budget)
     block = args.block_size or loaded.config.block_size or 32
-    config = GenerationConfig(
-        max_new_tokens=args.max_new_tokens,
-        sampling=sampling,
-        eos_token_ids=loaded.eos_token_ids,
-        stop=stop,
-        block_size=block,
-        threshold=args.threshold,
-        max_steps=args.max_steps,
-        use_adapter=not args.no_adapter,
-    )
+    given = args.threshold is not _MODE_DEFAULT
+    try:
+        config = GenerationConfig(
+            max_new_tokens=args.max_new_tokens,
+            sampling=sampling,
+            eos_token_ids=loaded.eos_token_ids,
+            stop=stop,
+            force=force,
+            block_size=block,
+            threshold=args.threshold if given else 0.9,
+            draft_threshold=args.threshold if given else 0.0,
+            max_steps=args.max_steps,
+            causal_context=not args.bidirectional_context,
+            use_adapter=not args.no_adapter,
+            acceptance=args.acceptance,
+        )
+    except ValueError as err:
+        raise UsageError(str(err)) from None
     try:
         decoder = decoder_for(args.mode, loaded.model)
     except NotImplementedError as err:

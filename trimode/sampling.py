@@ -85,3 +85,37 @@ def select(logits: torch.Tensor, params: SamplingParams, generators: Sequence[to
     if generators is None or len(generators) != logits.shape[0]:
         raise ValueError("sampling at temperature > 0 needs one generator per batch row")
     return sample_from(probabilities(logits, params), generators)
+
+
+def candidates(
+    logits: torch.Tensor,
+    params: SamplingParams,
+    generators: Sequence[torch.Generator] | None,
+    rows: Sequence[int],
+    exclude: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """A candidate token for every slot of logits [B, T, V], for the listed rows only.
+
+    Returns (tokens [B, T], confidence [B, T], probs [B, T, V] or None). Greedy: the argmax, with
+    ``exclude`` (the mask id) never chosen, and confidence = softmax of the raw logits at it (as
+    the reference computes it). Sampled: one draw per slot from :func:`probabilities` (``exclude``
+    removed), confidence = its probability there; ``probs`` is that distribution (a draft's q).
+    Rows not listed consume no random numbers, so a row's draws do not depend on its batch.
+    """
+    logits = logits.float()
+    if params.greedy:
+        masked = logits if exclude is None else logits.index_fill(-1, torch.tensor([exclude], device=logits.device), float("-inf"))
+        tokens = masked.argmax(-1)
+        conf = logits.softmax(-1).gather(-1, tokens[..., None])[..., 0]
+        return tokens, conf, None
+    if generators is None:
+        raise ValueError("sampling at temperature > 0 needs one generator per batch row")
+    if exclude is not None:
+        logits = logits.index_fill(-1, torch.tensor([exclude], device=logits.device), float("-inf"))
+    probs = probabilities(logits, params)
+    tokens = probs.argmax(-1)
+    cpu = probs.detach().cpu()
+    for b in rows:
+        tokens[b] = torch.multinomial(cpu[b], 1, generator=generators[b])[:, 0].to(tokens.device)
+    conf = probs.gather(-1, tokens[..., None])[..., 0]
+    return tokens, conf, probs

@@ -5,9 +5,17 @@ from __future__ import annotations
 from ..model.transformer import Transformer
 from .ar import ARDecoder
 from .base import DecodeStats, Decoder, GenerationConfig, GenerationResult
+from .diffusion import DiffusionDecoder
+from .linear_spec import LinearSpecDecoder
+from .quadratic_spec import QuadraticSpecDecoder
 
 MODES = ("ar", "diffusion", "linear-spec", "quadratic-spec")
-_DECODERS: dict[str, type[Decoder]] = {"ar": ARDecoder}
+_DECODERS: dict[str, type[Decoder]] = {
+    "ar": ARDecoder,
+    "diffusion": DiffusionDecoder,
+    "linear-spec": LinearSpecDecoder,
+    "quadratic-spec": QuadraticSpecDecoder,
+}
 
 
 def decoder_for(mode: str, model: Transformer) -> Decoder:
@@ -18,4 +26,15 @@ def decoder_for(mode: str, model: Transformer) -> Decoder:
     return _DECODERS[mode](model)
 
 
-__all__ = ["MODES", "ARDecoder", "DecodeStats", "Decoder", "GenerationConfig", "GenerationResult", "decoder_for"]
+__all__ = [
+    "MODES",
+    "ARDecoder",
+    "DecodeStats",
+    "Decoder",
+    "DiffusionDecoder",
+    "GenerationConfig",
+    "GenerationResult",
+    "LinearSpecDecoder",
+    "QuadraticSpecDecoder",
+    "decoder_for",
+]

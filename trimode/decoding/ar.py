@@ -20,15 +20,14 @@ class ARDecoder(Decoder):
         rows = Rows(batch, config)
         logits = self.prefill(prompts, cache, stats)
         while True:
-            next_ids = select(logits, config.sampling, generators)
-            host = next_ids.tolist()
-            grew = [rows.extend(b, [host[b]]) if rows.active(b) else 0 for b in range(batch)]
+            next_ids = select(logits, config.sampling, generators).tolist()
+            grew = [len(rows.offer(b, [next_ids[b]])) if rows.active(b) else 0 for b in range(batch)]
             if rows.done:
                 break
             # Finished rows ride along (their forward is discarded and their cache not advanced)
             # so that the batch keeps one shape; the mask hides their stale slots.
-            positions = cache.lens[:, None]
-            logits = self.model(next_ids[:, None], positions, cache, pattern="causal", logits_at="last")[:, 0]
+            feed = torch.tensor([[rows.last(b)] for b in range(batch)], device=self.device)
+            logits = self.model(feed, cache.lens[:, None], cache, pattern="causal", logits_at="last")[:, 0]
             cache.advance(grew)
             stats.forwards["decode"] += 1
         return rows.tokens, [str(f) for f in rows.finish]

@@ -27,6 +27,10 @@ from ..sampling import SamplingParams
 
 # A stop condition sees a row's generated ids and says whether the row is finished.
 StopCondition = Callable[[Sequence[int]], bool]
+# A force rule sees (row, generated ids) and names the token that must come next, or None
+# (e.g. the end-of-thinking token once a thinking budget is spent; see trimode.decoding.thinking).
+ForceRule = Callable[[int, Sequence[int]], "int | None"]
+ACCEPTANCE_RULES = ("speculative", "exact-match")
 
 
 @dataclass(frozen=True)
@@ -36,11 +40,15 @@ class GenerationConfig:
     eos_token_ids: tuple[int, ...] = ()
     stop: StopCondition | None = None
     seeds: tuple[int | None, ...] | None = None  # per-row seeds; default: sampling.seed + row
+    force: ForceRule | None = None
     # Block-diffusion and self-speculation knobs (ignored by AR).
     block_size: int = 32
-    threshold: float | None = 0.9
+    threshold: float | None = 0.9  # diffusion: commit slots with confidence >= threshold; None = fixed count
     max_steps: int | None = None  # denoising steps per block (inference budget); None = block_size
-    use_adapter: bool = True
+    causal_context: bool = True  # diffusion: prefill and commit passes causal (False: bidirectional)
+    draft_threshold: float | None = 0.0  # linear spec drafting; 0 = fill the whole draft in one forward
+    use_adapter: bool = True  # linear spec: draft with the drafting adapter when the model has one
+    acceptance: str = "speculative"  # T > 0: "speculative" (lossless) or "exact-match" (reference)
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -51,6 +59,10 @@ class GenerationConfig:
             raise ValueError(f"threshold must be in [0, 1] or None, got {self.threshold}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1 or None, got {self.max_steps}")
+        if self.draft_threshold is not None and not 0.0 <= self.draft_threshold <= 1.0:
+            raise ValueError(f"draft_threshold must be in [0, 1] or None, got {self.draft_threshold}")
+        if self.acceptance not in ACCEPTANCE_RULES:
+            raise ValueError(f"acceptance must be one of {ACCEPTANCE_RULES}, got {self.acceptance!r}")
 
 
 @dataclass
@@ -63,6 +75,7 @@ class DecodeStats:
     elapsed_s: float = 0.0
     accepted_lengths: list[list[int]] = field(default_factory=list)  # per row, per cycle (spec modes)
     block_steps: list[list[int]] = field(default_factory=list)  # per row, denoising steps per block
+    block_commits: list[list[list[int]]] = field(default_factory=list)  # per row, block, step: slots committed
 
     @property
     def nfe(self) -> int:
@@ -103,7 +116,12 @@ class GenerationResult:
 
 
 class Rows:
-    """Per-row output and stopping state: EOS (kept), max_new_tokens, stop condition."""
+    """Per-row output and stopping state: EOS (kept), max_new_tokens, stop condition, forced tokens.
+
+    Decoders *offer* the tokens they decided; :meth:`offer` returns what was actually emitted: a
+    prefix of the offer, cut where the row finished, or ending in a forced token that replaced the
+    offered one (everything the decoder decided after that point is void).
+    """
 
     def __init__(self, batch: int, config: GenerationConfig) -> None:
         self.config = config
@@ -115,28 +133,42 @@ class Rows:
         return self.finish[b] is None
 
     @property
-    def active_mask(self) -> list[bool]:
-        return [f is None for f in self.finish]
+    def active_rows(self) -> list[int]:
+        return [b for b, f in enumerate(self.finish) if f is None]
 
     @property
     def done(self) -> bool:
         return all(f is not None for f in self.finish)
 
-    def extend(self, b: int, new: Sequence[int]) -> int:
-        """Append tokens to row b until it finishes; return how many were taken."""
-        taken = 0
+    def last(self, b: int) -> int:
+        return self.tokens[b][-1]
+
+    def remaining(self, b: int) -> int:
+        return self.config.max_new_tokens - len(self.tokens[b])
+
+    def forced(self, b: int) -> int | None:
+        return None if self.config.force is None else self.config.force(b, self.tokens[b])
+
+    def offer(self, b: int, new: Sequence[int]) -> list[int]:
+        emitted: list[int] = []
         for tok in new:
             if self.finish[b] is not None:
                 break
-            self.tokens[b].append(int(tok))
-            taken += 1
+            tok = int(tok)
+            forced = self.forced(b)
+            replaced = forced is not None and forced != tok
+            tok = forced if replaced else tok
+            self.tokens[b].append(tok)
+            emitted.append(tok)
             if tok in self.eos:
                 self.finish[b] = "eos"
             elif len(self.tokens[b]) >= self.config.max_new_tokens:
                 self.finish[b] = "length"
             elif self.config.stop is not None and self.config.stop(self.tokens[b]):
                 self.finish[b] = "stop"
-        return taken
+            if replaced:
+                break
+        return emitted
 
 
 class Decoder(ABC):
@@ -182,22 +214,31 @@ class Decoder(ABC):
     def new_cache(self, prompts: list[list[int]], extra: int) -> KVCache:
         return KVCache.for_model(self.model, len(prompts), max(len(p) for p in prompts) + extra)
 
-    def prefill(self, prompts: list[list[int]], cache: KVCache, stats: DecodeStats) -> torch.Tensor:
-        """Causal forward over the (right-padded) prompts; appends them to the cache and returns the
-        last prompt position's logits [B, V] (the AR prediction of the first new token)."""
+    def prefill(
+        self, prompts: list[list[int]], cache: KVCache, stats: DecodeStats, pattern: str = "causal"
+    ) -> torch.Tensor:
+        """Forward over the prompts; appends them to the cache and returns the last prompt
+        position's logits [B, V] (the AR prediction of the first new token)."""
         start = time.perf_counter()
-        lens = [len(p) for p in prompts]
-        width = max(lens)
-        ids = torch.zeros(len(prompts), width, dtype=torch.long)
-        for b, p in enumerate(prompts):
-            ids[b, : len(p)] = torch.tensor(p)
-        device = self.device
-        positions = torch.arange(width).expand(len(prompts), width)
-        last = torch.tensor(lens)[:, None] - 1
-        logits = self.model(
-            ids.to(device), positions.to(device), cache, pattern="causal", logits_at=last.to(device)
-        )[:, 0]
-        cache.advance(lens)
+        logits = self.append(prompts, cache, pattern)
         stats.forwards["prefill"] += 1
         stats.prefill_s = time.perf_counter() - start
         return logits
+
+    def append(self, pieces: Sequence[Sequence[int]], cache: KVCache, pattern: str = "causal") -> torch.Tensor:
+        """Forward row b's ``pieces[b]`` (right-padded; may be empty for a row that rides along)
+        after its cached tokens, append them, and return each row's logits at its last piece token."""
+        lens = [len(p) for p in pieces]
+        width = max(max(lens), 1)
+        ids = torch.zeros(len(pieces), width, dtype=torch.long)
+        for b, p in enumerate(pieces):
+            ids[b, : len(p)] = torch.tensor(list(p), dtype=torch.long)
+        device = self.device
+        positions = cache.lens[:, None] + torch.arange(width, device=device)
+        last = (torch.tensor(lens).clamp_min(1) - 1)[:, None]
+        logits = self.model(ids.to(device), positions, cache, pattern=pattern, logits_at=last.to(device))[:, 0]
+        cache.advance(lens)
+        return logits
+
+    def block_positions(self, cache: KVCache, width: int) -> torch.Tensor:
+        return cache.lens[:, None] + torch.arange(width, device=self.device)

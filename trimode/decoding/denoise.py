@@ -1,0 +1,112 @@
+"""Iterative block denoising, shared by diffusion decoding and self-speculation drafting.
+
+A block of B tokens at positions p..p+B-1 (slot 0 known, masked slots hold the mask id) is
+forwarded bidirectionally over each row's cached prefix, read-only. After each forward every
+masked slot gets a candidate and a confidence, and a row commits either its most confident slot
+plus every slot with confidence >= threshold, or (threshold None) a fixed count per step, the
+block's masks spread evenly over the steps, remainder first. A row stops as soon as the slots that
+can still be emitted are known: an EOS with no mask to its left, or the row's remaining token
+budget filled. If the step budget runs out first, the leftover masks take the last forward's
+candidates (no extra forward).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from ..cache import KVCache
+from ..model.transformer import Transformer
+from ..sampling import SamplingParams, candidates
+from .base import DecodeStats
+
+
+@dataclass
+class DenoiseResult:
+    tokens: torch.Tensor  # [B, T] with every needed slot filled
+    steps: list[int]  # denoising forwards that updated each row
+    commits: list[list[int]]  # per row, slots committed by each of its forwards
+    q: torch.Tensor | None  # [B, T, V]: the distribution each slot was drawn from (sampling only)
+
+
+def quota_schedule(masks: int, steps: int) -> list[int]:
+    """How many masked slots to commit at each step: even split, remainder first."""
+    base, rest = divmod(masks, steps)
+    return [base + (1 if i < rest else 0) for i in range(steps)]
+
+
+def _settled(tokens: list[int], masked: list[bool], needed: int, eos: set[int]) -> bool:
+    """Whether every slot that can still be emitted (before an EOS, within ``needed``) is known."""
+    for i in range(min(needed, len(tokens))):
+        if masked[i]:
+            return False
+        if tokens[i] in eos:
+            return True
+    return True
+
+
+def denoise_block(
+    model: Transformer,
+    cache: KVCache,
+    block: torch.Tensor,
+    positions: torch.Tensor,
+    rows: Sequence[int],
+    *,
+    mask_id: int,
+    threshold: float | None,
+    max_steps: int,
+    sampling: SamplingParams,
+    generators: Sequence[torch.Generator] | None,
+    stats: DecodeStats,
+    kind: str,
+    needed: Sequence[int] | None = None,
+    eos: Sequence[int] = (),
+    adapter: str | None = None,
+) -> DenoiseResult:
+    block = block.clone()
+    batch, width = block.shape
+    masked = block == mask_id
+    needed = list(needed) if needed is not None else [width] * batch
+    eos_set = set(eos)
+    steps = [0] * batch
+    commits: list[list[int]] = [[] for _ in range(batch)]
+    q = None
+    schedules = {b: quota_schedule(int(masked[b].sum()), max_steps) for b in rows}
+    host_tokens = block.tolist()
+    host_masked = masked.tolist()
+    pending = [b for b in rows if not _settled(host_tokens[b], host_masked[b], needed[b], eos_set)]
+    tokens = conf = probs = None
+    for step in range(max_steps):
+        if not pending:
+            break
+        logits = model(block, positions, cache, pattern="bidirectional", adapter=adapter)
+        stats.forwards[kind] += 1
+        tokens, conf, probs = candidates(logits, sampling, generators, pending, exclude=mask_id)
+        if probs is not None and q is None:
+            q = torch.zeros_like(probs)
+        still = []
+        for b in pending:
+            slots = masked[b].nonzero()[:, 0]
+            c = conf[b, slots]
+            if threshold is not None:
+                chosen = slots[(c >= threshold) | (torch.arange(len(slots), device=c.device) == c.argmax())]
+            else:
+                k = min(schedules[b][step], len(slots))
+                chosen = slots[torch.topk(c, k).indices] if k else slots[:0]
+            block[b, chosen] = tokens[b, chosen]
+            masked[b, chosen] = False
+            if probs is not None:
+                q[b, chosen] = probs[b, chosen]
+            steps[b] += 1
+            commits[b].append(len(chosen))
+            if not _settled(block[b].tolist(), masked[b].tolist(), needed[b], eos_set):
+                still.append(b)
+        pending = still
+    for b in pending:  # step budget spent: fill what is left from the last forward
+        left = masked[b]
+        block[b, left] = tokens[b, left]
+        if probs is not None:
+            q[b, left] = probs[b, left]
+    return DenoiseResult(block, steps, commits, q)

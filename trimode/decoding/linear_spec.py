@@ -1,0 +1,71 @@
+"""Linear self-speculation (the reference's ``linear_spec_generate``).
+
+Each cycle: (a) draft: the block [s, MASK x (B-1)] (s = last emitted token) is denoised
+bidirectionally with the drafting adapter on and the cache read-only (one forward at draft
+threshold 0, several with iterative drafting); (b) verify: one causal forward, adapter off, over
+[s, d_1 .. d_{B-1}] writes the cache; (c) accept the longest verified prefix plus one bonus token
+(:func:`~trimode.decoding.speculative.accept`); (d) roll the cache back to what was emitted, the
+last emitted token staying uncached as the next seed. At T = 0 every emitted token is the causal
+model's argmax: the output equals greedy AR.
+
+Differences from the reference, on purpose: the last cycle is clipped to ``max_new_tokens`` (the
+reference can return up to B-1 extra tokens); the mask id is never drafted; T > 0 uses speculative
+sampling (``acceptance="speculative"``) unless ``"exact-match"`` asks for the reference's rule.
+``accepted_lengths`` records matched drafts + 1 per cycle, before any EOS or length cut, like the
+reference's ``accepted``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..model.loading import DRAFT_ADAPTER
+from ..sampling import make_generators, select
+from .base import DecodeStats, Decoder, GenerationConfig, Rows
+from .denoise import denoise_block
+from .diffusion import require_mask_id
+from .speculative import accept
+
+
+class LinearSpecDecoder(Decoder):
+    mode = "linear-spec"
+
+    def _generate(
+        self, prompts: list[list[int]], config: GenerationConfig, stats: DecodeStats
+    ) -> tuple[list[list[int]], list[str]]:
+        mask_id = require_mask_id(self.model)
+        batch, width = len(prompts), config.block_size
+        if width < 2:
+            raise ValueError(f"linear self-speculation needs block_size >= 2, got {width}")
+        adapter = DRAFT_ADAPTER if config.use_adapter and DRAFT_ADAPTER in self.model.adapter_names else None
+        cache = self.new_cache(prompts, config.max_new_tokens + width + 1)
+        generators = None if config.sampling.greedy else make_generators(config.sampling, batch, config.seeds)
+        rows = Rows(batch, config)
+        stats.accepted_lengths = [[] for _ in range(batch)]
+        seeds = select(self.prefill(prompts, cache, stats), config.sampling, generators).tolist()
+        for b in range(batch):
+            rows.offer(b, [seeds[b]])
+        while not rows.done:
+            active = rows.active_rows
+            block = torch.full((batch, width), mask_id, dtype=torch.long, device=self.device)
+            block[:, 0] = torch.tensor([rows.last(b) for b in range(batch)], device=self.device)
+            positions = self.block_positions(cache, width)
+            draft = denoise_block(
+                self.model, cache, block, positions, active, mask_id=mask_id, threshold=config.draft_threshold,
+                max_steps=width, sampling=config.sampling, generators=generators, stats=stats, kind="draft",
+                adapter=adapter,
+            )
+            logits = self.model(draft.tokens, positions, cache, pattern="causal")
+            stats.forwards["verify"] += 1
+            drafted = draft.tokens.tolist()
+            kept = [0] * batch
+            for b in active:
+                c, bonus = accept(
+                    logits[b], drafted[b], None if draft.q is None else draft.q[b], config.sampling,
+                    None if generators is None else generators[b], config.acceptance,
+                )
+                stats.accepted_lengths[b].append(c + 1)
+                kept[b] = len(rows.offer(b, drafted[b][1 : c + 1] + [bonus]))
+            # The verify pass wrote all B slots; keep the seed and the emitted tokens but the last.
+            cache.advance(kept)
+        return rows.tokens, [str(f) for f in rows.finish]
