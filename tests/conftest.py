@@ -44,3 +44,30 @@ def nld_tiny(nld_tiny_dir: Path):
 def _deterministic():
     torch.manual_seed(0)
     yield
+
+
+def golden_ids(*keys: str) -> list[str]:
+    """Case ids of the golden file, for parametrizing (collection fails loudly without fixtures)."""
+    golden = json.loads((_require(NLD_TINY) / "golden.json").read_text())
+    return [case["id"] for key in keys for case in golden[key]]
+
+
+def tri_tiny(seed: int = 0, scale: float = 0.3, **changes):
+    """A random tri-mode model (mask id 3, EOS 2) with a random drafting adapter. Weights are scaled
+    up from the usual 0.02 so next-token distributions are peaked and greedy decisions are far from
+    ties; property tests compare decoders that reach the same logits through different kernels."""
+    from trimode.config import preset
+    from trimode.model import DRAFT_ADAPTER, new_model
+
+    cfg = preset("tiny").replace(vocab_size=96, tie_word_embeddings=False, mask_token_id=3, eos_token_ids=(2,))
+    model = new_model(cfg.replace(**changes), seed=seed)
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if not name.endswith("norm.weight"):
+                p.mul_(scale / 0.02)
+        for layer in model.model.layers:
+            lora = layer.self_attn.o_proj.add_lora(DRAFT_ADAPTER, rank=4, scale=2.0)
+            lora.A.copy_(torch.randn(lora.A.shape, generator=gen) * 0.3)
+            lora.B.copy_(torch.randn(lora.B.shape, generator=gen) * 0.3)
+    return model

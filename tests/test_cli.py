@@ -64,6 +64,8 @@ def test_seeded_sampling_is_reproducible(capsys, nld_tiny_dir):
         (["--prompt-ids", "5", "--max-new-tokens", "0"], "max-new-tokens must be >= 1"),
         (["--prompt-ids", "5", "--top-p", "0"], "top_p must be in"),
         (["--prompt-ids", "5", "--device", "cuda"], None),
+        (["--prompt-ids", "5", "--mode", "linear-spec", "--block-size", "1"], "block_size >= 2"),
+        (["--prompt-ids", "5", "--thinking-budget", "3"], "needs a tokenizer"),
     ],
 )
 def test_bad_input_is_one_clear_line(capsys, nld_tiny_dir, argv, message):
@@ -92,3 +94,31 @@ def test_info(capsys, nld_tiny_dir):
     code, out, _ = run(capsys, "info", "--model", str(nld_tiny_dir))
     info = json.loads(out)
     assert code == 0 and info["format"] == "nld" and info["adapters"] == ["linear_spec"]
+
+
+@pytest.mark.parametrize(
+    "mode, extra, golden_key, case_id",
+    [
+        ("diffusion", ["--threshold", "none"], "generate", "gen/p17/bl8/thrNone"),
+        ("diffusion", [], "generate", "gen/p40/bl32/thr0.9"),
+        ("linear-spec", [], "linear_spec_generate", "ls/p5/bl8/lora"),
+        ("linear-spec", ["--no-adapter"], "linear_spec_generate", "ls/p5/bl8/nolora"),
+        ("quadratic-spec", [], "quadratic_self_spec", "quad/p17/bl16"),
+    ],
+)
+def test_modes_through_the_cli(capsys, nld_tiny_dir, golden, mode, extra, golden_key, case_id):
+    case = next(c for c in golden[golden_key] if c["id"] == case_id)
+    block = str(case["call"]["block_length"])
+    prompt = ",".join(map(str, golden["prompts"][case["prompt"]]))
+    code, out, _ = run(capsys, "generate", "--model", str(nld_tiny_dir), "--mode", mode, "--prompt-ids", prompt,
+                       "--block-size", block, "--max-new-tokens", "64", "--json", *extra)
+    assert code == 0
+    report = last_json(out)
+    assert report["mode"] == mode and report["token_ids"] == case["new_tokens"][:64]
+    assert report["tokens_per_forward"] == pytest.approx(len(report["token_ids"]) / report["nfe"])
+    if mode == "diffusion":
+        assert report["nfe"] == case["nfe"] and len(report["block_steps"]) == 64 // int(block)
+    else:
+        assert report["accepted_lengths"][: len(case["accepted_per_cycle"])] == [
+            a for a in case["accepted_per_cycle"] if isinstance(a, int)
+        ][: len(report["accepted_lengths"])]

@@ -86,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=None)
     g.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     g.add_argument("--no-adapter", action="store_true", help="do not use the drafting adapter")
+    g.add_argument("--mask-token", help="for a checkpoint without mask_token_id: the token (id or text) "
+                                        "to use as mask in diffusion/speculation modes")
     g.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
 
     b = sub.add_parser("bench", help="benchmarks (prints a table and a JSON line)")
@@ -110,6 +112,15 @@ def _load(args: argparse.Namespace, adapter: bool = True):
     path = Path(args.model) if args.model else default_model_path()
     return load(path, dtype=getattr(torch, args.dtype), device=args.device, adapter=adapter,
                 pack=False if args.no_pack else None)
+
+
+def _token_id(loaded, token: str) -> int:
+    if token.isdigit():
+        return int(token)
+    tid = loaded.tokenizer.backend.token_to_id(token) if loaded.tokenizer else None
+    if tid is None:
+        raise UsageError(f"--mask-token {token!r} is not a token of this checkpoint (give a token or an id)")
+    return tid
 
 
 def _prompts(args: argparse.Namespace, loaded) -> list[list[int]]:
@@ -144,6 +155,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise UsageError(str(err)) from None
     loaded = _load(args, adapter=not args.no_adapter)
+    if args.mask_token is not None:
+        from .model.convert import set_mask_token
+
+        set_mask_token(loaded.model, _token_id(loaded, args.mask_token))
     prompts = _prompts(args, loaded)
     stop = None
     if args.stop:

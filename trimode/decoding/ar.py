@@ -28,6 +28,7 @@ class ARDecoder(Decoder):
             # so that the batch keeps one shape; the mask hides their stale slots.
             feed = torch.tensor([[rows.last(b)] for b in range(batch)], device=self.device)
             logits = self.model(feed, cache.lens[:, None], cache, pattern="causal", logits_at="last")[:, 0]
+            logits = self.suppress(logits)
             cache.advance(grew)
             stats.forwards["decode"] += 1
         return rows.tokens, [str(f) for f in rows.finish]

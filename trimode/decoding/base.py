@@ -183,6 +183,15 @@ class Decoder(ABC):
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    def suppress(self, logits: torch.Tensor) -> torch.Tensor:
+        """Causal logits with a tri-mode model's mask id made impossible. The mask token is an input
+        marker, never an output; every mode applies this to its AR decisions, so the modes stay
+        token-for-token equivalent (the reference lets it through, see fixtures README surprise 1)."""
+        mask_id = self.model.config.mask_token_id
+        if mask_id is None:
+            return logits
+        return logits.index_fill(-1, torch.tensor([mask_id], device=logits.device), float("-inf"))
+
     def generate(self, prompts: Sequence[Sequence[int]], config: GenerationConfig) -> GenerationResult:
         prompts = [list(map(int, p)) for p in prompts]
         if not prompts:
@@ -238,7 +247,7 @@ class Decoder(ABC):
         last = (torch.tensor(lens).clamp_min(1) - 1)[:, None]
         logits = self.model(ids.to(device), positions, cache, pattern=pattern, logits_at=last.to(device))[:, 0]
         cache.advance(lens)
-        return logits
+        return self.suppress(logits)
 
     def block_positions(self, cache: KVCache, width: int) -> torch.Tensor:
         return cache.lens[:, None] + torch.arange(width, device=self.device)

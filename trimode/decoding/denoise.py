@@ -1,6 +1,6 @@
 """Iterative block denoising, shared by diffusion decoding and self-speculation drafting.
 
-A block of B tokens at positions p..p+B-1 (slot 0 known, masked slots hold the mask id) is
+A block of B tokens at positions p..p+B-1 (the first ``known`` slots given, the rest masked) is
 forwarded bidirectionally over each row's cached prefix, read-only. After each forward every
 masked slot gets a candidate and a confidence, and a row commits either its most confident slot
 plus every slot with confidence >= threshold, or (threshold None) a fixed count per step, the
@@ -54,6 +54,7 @@ def denoise_block(
     positions: torch.Tensor,
     rows: Sequence[int],
     *,
+    known: int,
     mask_id: int,
     threshold: float | None,
     max_steps: int,
@@ -65,9 +66,13 @@ def denoise_block(
     eos: Sequence[int] = (),
     adapter: str | None = None,
 ) -> DenoiseResult:
-    block = block.clone()
     batch, width = block.shape
-    masked = block == mask_id
+    # Which slots are masked is positional (the first ``known`` are given), never read off the
+    # values: a seed may legitimately equal the mask id (an AR model can emit any vocabulary id).
+    block = block.clone()
+    block[:, known:] = mask_id
+    masked = torch.zeros_like(block, dtype=torch.bool)
+    masked[:, known:] = True
     needed = list(needed) if needed is not None else [width] * batch
     eos_set = set(eos)
     steps = [0] * batch

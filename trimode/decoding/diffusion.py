@@ -30,7 +30,8 @@ def require_mask_id(model) -> int:
     if mask_id is None:
         raise ValueError(
             "this mode needs a mask token, but the checkpoint's config.json has no mask_token_id "
-            "(it is a plain AR model; convert it to tri-mode first, or use --mode ar)"
+            "(a plain AR model: choose one with --mask-token / trimode.model.convert.set_mask_token, "
+            "e.g. an unused special token, or use --mode ar)"
         )
     return mask_id
 
@@ -62,7 +63,7 @@ class DiffusionDecoder(Decoder):
             if seeded:
                 block[:, 0] = torch.tensor([rows.last(b) for b in range(batch)])
             result = denoise_block(
-                self.model, cache, block.to(self.device), self.block_positions(cache, width), active,
+                self.model, cache, block.to(self.device), self.block_positions(cache, width), active, known=lead,
                 mask_id=mask_id, threshold=config.threshold, max_steps=config.max_steps or width,
                 sampling=config.sampling, generators=generators, stats=stats, kind="denoise",
                 needed=[lead + max(rows.remaining(b), 0) for b in range(batch)], eos=config.eos_token_ids,

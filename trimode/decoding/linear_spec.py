@@ -51,11 +51,11 @@ class LinearSpecDecoder(Decoder):
             block[:, 0] = torch.tensor([rows.last(b) for b in range(batch)], device=self.device)
             positions = self.block_positions(cache, width)
             draft = denoise_block(
-                self.model, cache, block, positions, active, mask_id=mask_id, threshold=config.draft_threshold,
+                self.model, cache, block, positions, active, known=1, mask_id=mask_id, threshold=config.draft_threshold,
                 max_steps=width, sampling=config.sampling, generators=generators, stats=stats, kind="draft",
                 adapter=adapter,
             )
-            logits = self.model(draft.tokens, positions, cache, pattern="causal")
+            logits = self.suppress(self.model(draft.tokens, positions, cache, pattern="causal"))
             stats.forwards["verify"] += 1
             drafted = draft.tokens.tolist()
             kept = [0] * batch

@@ -57,7 +57,7 @@ class QuadraticSpecDecoder(Decoder):
             hidden = self.model.hidden_states(grid.view(batch, -1), positions, cache, pattern=grid_mask)
             stats.forwards["grid"] += 1
             hidden = hidden.view(batch, width, row_len, -1)
-            head_logits = self.model.logits(hidden[:, :, 0])  # [B, T, V]: head i verifies d_{i+1}
+            head_logits = self.suppress(self.model.logits(hidden[:, :, 0]))  # [B, T, V]: head i verifies d_{i+1}
             drafted = draft.tolist()
             kept_heads: list[list[int]] = [[] for _ in range(batch)]
             next_from = [0] * batch
@@ -103,7 +103,7 @@ class QuadraticSpecDecoder(Decoder):
         cache.advance(lens)
         index = torch.tensor([[n - 1] + list(range(n + 1, n + width)) for n in lens], device=self.device)
         logits = self.model.logits(torch.gather(hidden, 1, index[..., None].expand(-1, -1, hidden.shape[-1])))
-        seeds = select(logits[:, 0], config.sampling, generators).tolist()
+        seeds = select(self.suppress(logits[:, 0]), config.sampling, generators).tolist()
         for b in range(batch):
             rows.offer(b, [seeds[b]])
         stats.prefill_s = time.perf_counter() - start

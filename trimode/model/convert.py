@@ -1,0 +1,61 @@
+"""Turning a plain AR checkpoint into a (not yet trained) tri-mode one.
+
+Diffusion and self-speculation need a mask token (an id the model reads as "unknown here"), and
+linear self-speculation can use a drafting adapter. Before joint AR + diffusion training the
+diffusion predictions are poor, but self-speculation is still exact at T=0 (drafts are only
+proposals), which is what the losslessness checks on real models rely on.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .loading import DRAFT_ADAPTER
+from .transformer import Transformer
+from .weights import projection_rows
+
+
+def set_mask_token(model: Transformer, mask_token_id: int, block_size: int | None = None) -> None:
+    vocab = model.config.vocab_size
+    if not 0 <= mask_token_id < vocab:
+        raise ValueError(f"mask token id {mask_token_id} is outside the vocabulary [0, {vocab})")
+    changes = {"mask_token_id": mask_token_id}
+    if block_size is not None or model.config.block_size is None:
+        changes["block_size"] = block_size or 32
+    model.config = model.config.replace(**changes)
+
+
+def add_drafting_adapter(
+    model: Transformer,
+    rank: int = 16,
+    alpha: float = 32.0,
+    targets: tuple[str, ...] = ("self_attn.o_proj",),
+    init: str = "peft",
+    seed: int = 0,
+) -> None:
+    """Attach an untrained LoRA drafting adapter (``DRAFT_ADAPTER``) to every layer.
+
+    ``init="peft"``: A Kaiming-uniform, B zero (PEFT's default, a no-op until trained);
+    ``init="random"``: B random too, so drafts with and without the adapter differ.
+    """
+    if DRAFT_ADAPTER in model.adapter_names:
+        raise ValueError(f"the model already has a {DRAFT_ADAPTER!r} adapter")
+    rows = projection_rows(model.config)
+    unknown = [t for t in targets if t not in rows]
+    if unknown:
+        raise ValueError(f"unknown adapter targets {unknown}; expected some of {sorted(rows)}")
+    gen = torch.Generator().manual_seed(seed)
+    for layer in model.model.layers:
+        for target in targets:
+            fused, out_rows = rows[target]
+            module = layer.get_submodule(fused)
+            lora = module.add_lora(DRAFT_ADAPTER, rank, alpha / rank, out_rows)
+            bound = math.sqrt(6.0 / module.in_features) / math.sqrt(6.0)  # kaiming_uniform(a=sqrt(5))
+            with torch.no_grad():
+                lora.A.copy_((torch.rand(lora.A.shape, generator=gen) * 2 - 1) * bound)
+                if init == "random":
+                    lora.B.copy_(torch.randn(lora.B.shape, generator=gen) / math.sqrt(rank))
+                elif init != "peft":
+                    raise ValueError(f"init must be 'peft' or 'random', got {init!r}")
