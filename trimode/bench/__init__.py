@@ -49,4 +49,8 @@ def run_benchmark(name: str, argv: list[str]) -> int:
         from .ar_vs_transformers import main
 
         return main(argv)
+    if name == "modes":
+        from .modes import main
+
+        return main(argv)
     raise ValueError(f"unknown benchmark {name!r}")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ..sampling import make_generators, select
-from .base import DecodeStats, Decoder, GenerationConfig, Rows
+from ..sampling import select
+from .base import DecodeStats, Decoder, GenerationConfig
 
 
 class ARDecoder(Decoder):
@@ -15,9 +15,7 @@ class ARDecoder(Decoder):
         self, prompts: list[list[int]], config: GenerationConfig, stats: DecodeStats
     ) -> tuple[list[list[int]], list[str]]:
         batch = len(prompts)
-        cache = self.new_cache(prompts, config.max_new_tokens + 1)
-        generators = None if config.sampling.greedy else make_generators(config.sampling, batch, config.seeds)
-        rows = Rows(batch, config)
+        cache, generators, rows = self.start(prompts, config, config.max_new_tokens + 1)
         logits = self.prefill(prompts, cache, stats)
         while True:
             next_ids = select(logits, config.sampling, generators).tolist()

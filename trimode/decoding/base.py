@@ -23,7 +23,7 @@ import torch
 
 from ..cache import KVCache
 from ..model.transformer import Transformer
-from ..sampling import SamplingParams
+from ..sampling import SamplingParams, make_generators, select
 
 # A stop condition sees a row's generated ids and says whether the row is finished.
 StopCondition = Callable[[Sequence[int]], bool]
@@ -222,6 +222,36 @@ class Decoder(ABC):
     # ----------------------------------------------------------------- shared steps
     def new_cache(self, prompts: list[list[int]], extra: int) -> KVCache:
         return KVCache.for_model(self.model, len(prompts), max(len(p) for p in prompts) + extra)
+
+    def start(
+        self, prompts: list[list[int]], config: GenerationConfig, cache_extra: int
+    ) -> tuple[KVCache, list[torch.Generator] | None, Rows]:
+        """The state every mode begins with: a cache, one RNG per row (when sampling), row states."""
+        generators = None if config.sampling.greedy else make_generators(config.sampling, len(prompts), config.seeds)
+        return self.new_cache(prompts, cache_extra), generators, Rows(len(prompts), config)
+
+    def require_mask_id(self) -> int:
+        mask_id = self.model.config.mask_token_id
+        if mask_id is None:
+            raise ValueError(
+                f"mode {self.mode!r} needs a mask token, but the checkpoint's config.json has no mask_token_id "
+                "(a plain AR model: choose one with --mask-token / trimode.model.convert.set_mask_token, "
+                "e.g. an unused special token, or use --mode ar)"
+            )
+        return mask_id
+
+    def require_block(self, config: GenerationConfig) -> int:
+        if config.block_size < 2:
+            raise ValueError(f"{self.mode} needs block_size >= 2 (a seed and a draft), got {config.block_size}")
+        return config.block_size
+
+    @staticmethod
+    def offer_seeds(logits: torch.Tensor, rows: Rows, which, config: GenerationConfig, generators) -> None:
+        """Offer each listed row its next token drawn from its AR logits [B, V]; per-row draws keep
+        a row's random stream independent of its batch."""
+        for b in which:
+            gens = None if generators is None else [generators[b]]
+            rows.offer(b, [int(select(logits[b : b + 1], config.sampling, gens)[0])])
 
     def prefill(
         self, prompts: list[list[int]], cache: KVCache, stats: DecodeStats, pattern: str = "causal"

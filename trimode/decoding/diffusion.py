@@ -20,20 +20,8 @@ from __future__ import annotations
 
 import torch
 
-from ..sampling import make_generators, select
-from .base import DecodeStats, Decoder, GenerationConfig, Rows
+from .base import DecodeStats, Decoder, GenerationConfig
 from .denoise import denoise_block
-
-
-def require_mask_id(model) -> int:
-    mask_id = model.config.mask_token_id
-    if mask_id is None:
-        raise ValueError(
-            "this mode needs a mask token, but the checkpoint's config.json has no mask_token_id "
-            "(a plain AR model: choose one with --mask-token / trimode.model.convert.set_mask_token, "
-            "e.g. an unused special token, or use --mode ar)"
-        )
-    return mask_id
 
 
 class DiffusionDecoder(Decoder):
@@ -42,12 +30,10 @@ class DiffusionDecoder(Decoder):
     def _generate(
         self, prompts: list[list[int]], config: GenerationConfig, stats: DecodeStats
     ) -> tuple[list[list[int]], list[str]]:
-        mask_id = require_mask_id(self.model)
+        mask_id = self.require_mask_id()
         batch, width = len(prompts), config.block_size
         context = "causal" if config.causal_context else "bidirectional"
-        cache = self.new_cache(prompts, config.max_new_tokens + width + 1)
-        generators = None if config.sampling.greedy else make_generators(config.sampling, batch, config.seeds)
-        rows = Rows(batch, config)
+        cache, generators, rows = self.start(prompts, config, config.max_new_tokens + width + 1)
         stats.block_steps = [[] for _ in range(batch)]
         stats.block_commits = [[] for _ in range(batch)]
         # Seeded blocks (causal context): slot 0 is the last emitted token, an AR decision. Without
@@ -55,7 +41,7 @@ class DiffusionDecoder(Decoder):
         seeded = config.causal_context
         logits = self.prefill(prompts, cache, stats, pattern=context)
         if seeded:
-            self._offer_seeds(logits, rows, range(batch), config, generators)
+            self.offer_seeds(logits, rows, range(batch), config, generators)
         lead = 1 if seeded else 0
         while not rows.done:
             active = rows.active_rows
@@ -82,12 +68,5 @@ class DiffusionDecoder(Decoder):
             logits = self.append(pieces, cache, pattern=context)
             stats.forwards["commit"] += 1
             if seeded:
-                self._offer_seeds(logits, rows, committing, config, generators)
+                self.offer_seeds(logits, rows, committing, config, generators)
         return rows.tokens, [str(f) for f in rows.finish]
-
-    @staticmethod
-    def _offer_seeds(logits, rows: Rows, which, config: GenerationConfig, generators) -> None:
-        """Each listed row's next token from its AR logits; per-row draws keep batches invariant."""
-        for b in which:
-            gens = None if generators is None else [generators[b]]
-            rows.offer(b, [int(select(logits[b : b + 1], config.sampling, gens)[0])])

@@ -20,10 +20,8 @@ from __future__ import annotations
 import torch
 
 from ..model.loading import DRAFT_ADAPTER
-from ..sampling import make_generators, select
-from .base import DecodeStats, Decoder, GenerationConfig, Rows
+from .base import DecodeStats, Decoder, GenerationConfig
 from .denoise import denoise_block
-from .diffusion import require_mask_id
 from .speculative import accept
 
 
@@ -33,18 +31,11 @@ class LinearSpecDecoder(Decoder):
     def _generate(
         self, prompts: list[list[int]], config: GenerationConfig, stats: DecodeStats
     ) -> tuple[list[list[int]], list[str]]:
-        mask_id = require_mask_id(self.model)
-        batch, width = len(prompts), config.block_size
-        if width < 2:
-            raise ValueError(f"linear self-speculation needs block_size >= 2, got {width}")
+        mask_id, width, batch = self.require_mask_id(), self.require_block(config), len(prompts)
         adapter = DRAFT_ADAPTER if config.use_adapter and DRAFT_ADAPTER in self.model.adapter_names else None
-        cache = self.new_cache(prompts, config.max_new_tokens + width + 1)
-        generators = None if config.sampling.greedy else make_generators(config.sampling, batch, config.seeds)
-        rows = Rows(batch, config)
+        cache, generators, rows = self.start(prompts, config, config.max_new_tokens + width + 1)
         stats.accepted_lengths = [[] for _ in range(batch)]
-        seeds = select(self.prefill(prompts, cache, stats), config.sampling, generators).tolist()
-        for b in range(batch):
-            rows.offer(b, [seeds[b]])
+        self.offer_seeds(self.prefill(prompts, cache, stats), rows, range(batch), config, generators)
         while not rows.done:
             active = rows.active_rows
             block = torch.full((batch, width), mask_id, dtype=torch.long, device=self.device)

@@ -24,9 +24,8 @@ import time
 import torch
 
 from .. import masks
-from ..sampling import candidates, make_generators, select
-from .base import DecodeStats, Decoder, GenerationConfig, Rows
-from .diffusion import require_mask_id
+from ..sampling import candidates
+from .base import DecodeStats, Decoder, GenerationConfig
 from .speculative import accept
 
 
@@ -36,16 +35,11 @@ class QuadraticSpecDecoder(Decoder):
     def _generate(
         self, prompts: list[list[int]], config: GenerationConfig, stats: DecodeStats
     ) -> tuple[list[list[int]], list[str]]:
-        mask_id = require_mask_id(self.model)
-        batch, width = len(prompts), config.block_size
-        if width < 2:
-            raise ValueError(f"quadratic self-speculation needs block_size >= 2, got {width}")
+        mask_id, width, batch = self.require_mask_id(), self.require_block(config), len(prompts)
         row_len = width + 1
         grid_mask = masks.quadratic_grid(width, self.device)
         grid_offsets = masks.quadratic_grid_positions(0, width).to(self.device)
-        cache = self.new_cache(prompts, config.max_new_tokens + width * row_len + 1)
-        generators = None if config.sampling.greedy else make_generators(config.sampling, batch, config.seeds)
-        rows = Rows(batch, config)
+        cache, generators, rows = self.start(prompts, config, config.max_new_tokens + width * row_len + 1)
         stats.accepted_lengths = [[] for _ in range(batch)]
         draft, q = self._prefill_and_draft(prompts, cache, stats, rows, config, generators, mask_id)
 
@@ -103,9 +97,7 @@ class QuadraticSpecDecoder(Decoder):
         cache.advance(lens)
         index = torch.tensor([[n - 1] + list(range(n + 1, n + width)) for n in lens], device=self.device)
         logits = self.model.logits(torch.gather(hidden, 1, index[..., None].expand(-1, -1, hidden.shape[-1])))
-        seeds = select(self.suppress(logits[:, 0]), config.sampling, generators).tolist()
-        for b in range(batch):
-            rows.offer(b, [seeds[b]])
+        self.offer_seeds(self.suppress(logits[:, 0]), rows, range(batch), config, generators)
         stats.prefill_s = time.perf_counter() - start
         tokens, _, probs = candidates(logits[:, 1:], config.sampling, generators, rows.active_rows, exclude=mask_id)
         draft = torch.cat([torch.tensor([[rows.last(b)] for b in range(batch)], device=self.device), tokens], 1)
