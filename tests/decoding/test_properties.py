@@ -61,7 +61,9 @@ def test_some_drafts_are_accepted(nld_tiny, golden):
     config = GenerationConfig(max_new_tokens=64, eos_token_ids=(11,), block_size=8)
     for mode in ("linear-spec", "quadratic-spec"):
         stats = decoder_for(mode, nld_tiny.model).generate([golden["prompts"]["p5"]], config).stats
-        assert max(stats.accepted_lengths[0]) >= 6 and stats.tokens_per_forward > 1.0 or mode == "linear-spec"
+        assert max(stats.accepted_lengths[0]) >= 6
+        # One forward per cycle: the quadratic mode beats one token per forward even on this model.
+        assert mode == "linear-spec" or stats.tokens_per_forward > 1.5
 
 
 def test_speculation_on_the_fixture_model_with_random_prompts(nld_tiny):
