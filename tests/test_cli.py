@@ -66,6 +66,7 @@ def test_seeded_sampling_is_reproducible(capsys, nld_tiny_dir):
         (["--prompt-ids", "5", "--device", "cuda"], None),
         (["--prompt-ids", "5", "--mode", "linear-spec", "--block-size", "1"], "block_size >= 2"),
         (["--prompt-ids", "5", "--thinking-budget", "3"], "needs a tokenizer"),
+        (["--prompt-ids", "5", "--mode", "diffusion", "--mask-token", "<nope>"], "is not a token"),
     ],
 )
 def test_bad_input_is_one_clear_line(capsys, nld_tiny_dir, argv, message):
@@ -122,3 +123,14 @@ def test_modes_through_the_cli(capsys, nld_tiny_dir, golden, mode, extra, golden
         assert report["accepted_lengths"][: len(case["accepted_per_cycle"])] == [
             a for a in case["accepted_per_cycle"] if isinstance(a, int)
         ][: len(report["accepted_lengths"])]
+
+
+def test_mask_token_by_id_overrides_the_config(capsys, nld_tiny_dir):
+    """--mask-token 101 replaces the config's mask id 100: blocks are fed another id (so the output
+    changes) and 101 is never emitted."""
+    args = ("generate", "--model", str(nld_tiny_dir), "--mode", "diffusion", "--prompt-ids", "70,412,443,268,448",
+            "--block-size", "8", "--max-new-tokens", "32", "--json")
+    default = last_json(run(capsys, *args)[1])["token_ids"]
+    code, out, _ = run(capsys, *args, "--mask-token", "101")
+    overridden = last_json(out)["token_ids"]
+    assert code == 0 and overridden != default and 101 not in overridden

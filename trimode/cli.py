@@ -114,15 +114,6 @@ def _load(args: argparse.Namespace, adapter: bool = True):
                 pack=False if args.no_pack else None)
 
 
-def _token_id(loaded, token: str) -> int:
-    if token.isdigit():
-        return int(token)
-    tid = loaded.tokenizer.backend.token_to_id(token) if loaded.tokenizer else None
-    if tid is None:
-        raise UsageError(f"--mask-token {token!r} is not a token of this checkpoint (give a token or an id)")
-    return tid
-
-
 def _prompts(args: argparse.Namespace, loaded) -> list[list[int]]:
     if args.prompt_ids:
         if args.chat:
@@ -156,9 +147,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise UsageError(str(err)) from None
     loaded = _load(args, adapter=not args.no_adapter)
     if args.mask_token is not None:
-        from .model.convert import set_mask_token
+        from .model.convert import resolve_token, set_mask_token
 
-        set_mask_token(loaded.model, _token_id(loaded, args.mask_token))
+        set_mask_token(loaded.model, resolve_token(loaded.tokenizer, args.mask_token))
     prompts = _prompts(args, loaded)
     stop = None
     if args.stop:

@@ -33,6 +33,13 @@ class SamplingParams:
         return self.temperature == 0.0
 
 
+def forbid(logits: torch.Tensor, token: int | None) -> torch.Tensor:
+    """Logits with ``token`` made impossible (-inf); unchanged when token is None."""
+    if token is None:
+        return logits
+    return logits.index_fill(-1, torch.tensor([token], device=logits.device), float("-inf"))
+
+
 def make_generators(params: SamplingParams, batch: int, seeds: Sequence[int | None] | None = None) -> list[torch.Generator]:
     """One CPU generator per row: row b uses ``seeds[b]`` if given, else ``params.seed + b``."""
     gens = []
@@ -104,15 +111,12 @@ def candidates(
     """
     logits = logits.float()
     if params.greedy:
-        masked = logits if exclude is None else logits.index_fill(-1, torch.tensor([exclude], device=logits.device), float("-inf"))
-        tokens = masked.argmax(-1)
+        tokens = forbid(logits, exclude).argmax(-1)
         conf = logits.softmax(-1).gather(-1, tokens[..., None])[..., 0]
         return tokens, conf, None
     if generators is None:
         raise ValueError("sampling at temperature > 0 needs one generator per batch row")
-    if exclude is not None:
-        logits = logits.index_fill(-1, torch.tensor([exclude], device=logits.device), float("-inf"))
-    probs = probabilities(logits, params)
+    probs = probabilities(forbid(logits, exclude), params)
     tokens = probs.argmax(-1)
     cpu = probs.detach().cpu()
     for b in rows:

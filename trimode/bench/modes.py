@@ -26,7 +26,7 @@ DEFAULT_PROMPTS = [
 def run(args: argparse.Namespace) -> dict:
     from ..decoding import MODES, GenerationConfig, decoder_for
     from ..model import load
-    from ..model.convert import set_mask_token
+    from ..model.convert import resolve_token, set_mask_token
     from ..model.defaults import default_model_path
 
     if args.threads:
@@ -36,8 +36,7 @@ def run(args: argparse.Namespace) -> dict:
     if loaded.config.mask_token_id is None:
         if args.mask_token is None:
             raise SystemExit(f"{path} has no mask_token_id; pass --mask-token (an unused special token)")
-        token = args.mask_token
-        set_mask_token(loaded.model, int(token) if token.isdigit() else loaded.tokenizer.backend.token_to_id(token))
+        set_mask_token(loaded.model, resolve_token(loaded.tokenizer, args.mask_token))
     if args.prompt_ids:
         prompts = [[int(x) for x in p.split(",")] for p in args.prompt_ids]
     else:

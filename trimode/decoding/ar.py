@@ -24,8 +24,7 @@ class ARDecoder(Decoder):
                 break
             # Finished rows ride along (their forward is discarded and their cache not advanced)
             # so that the batch keeps one shape; the mask hides their stale slots.
-            feed = torch.tensor([[rows.last(b)] for b in range(batch)], device=self.device)
-            logits = self.model(feed, cache.lens[:, None], cache, pattern="causal", logits_at="last")[:, 0]
+            logits = self.model(self.last_tokens(rows), cache.lens[:, None], cache, pattern="causal", logits_at="last")[:, 0]
             logits = self.suppress(logits)
             cache.advance(grew)
             stats.forwards["decode"] += 1

@@ -23,7 +23,7 @@ import torch
 
 from ..cache import KVCache
 from ..model.transformer import Transformer
-from ..sampling import SamplingParams, make_generators, select
+from ..sampling import SamplingParams, forbid, make_generators, select
 
 # A stop condition sees a row's generated ids and says whether the row is finished.
 StopCondition = Callable[[Sequence[int]], bool]
@@ -187,10 +187,7 @@ class Decoder(ABC):
         """Causal logits with a tri-mode model's mask id made impossible. The mask token is an input
         marker, never an output; every mode applies this to its AR decisions, so the modes stay
         token-for-token equivalent (the reference lets it through, see fixtures README surprise 1)."""
-        mask_id = self.model.config.mask_token_id
-        if mask_id is None:
-            return logits
-        return logits.index_fill(-1, torch.tensor([mask_id], device=logits.device), float("-inf"))
+        return forbid(logits, self.model.config.mask_token_id)
 
     def generate(self, prompts: Sequence[Sequence[int]], config: GenerationConfig) -> GenerationResult:
         prompts = [list(map(int, p)) for p in prompts]
@@ -229,6 +226,10 @@ class Decoder(ABC):
         """The state every mode begins with: a cache, one RNG per row (when sampling), row states."""
         generators = None if config.sampling.greedy else make_generators(config.sampling, len(prompts), config.seeds)
         return self.new_cache(prompts, cache_extra), generators, Rows(len(prompts), config)
+
+    def last_tokens(self, rows: Rows) -> torch.Tensor:
+        """Each row's last emitted token as a [B, 1] column (the next forward's first input)."""
+        return torch.tensor([[rows.last(b)] for b in range(len(rows.tokens))], device=self.device)
 
     def require_mask_id(self) -> int:
         mask_id = self.model.config.mask_token_id
@@ -273,8 +274,8 @@ class Decoder(ABC):
         for b, p in enumerate(pieces):
             ids[b, : len(p)] = torch.tensor(list(p), dtype=torch.long)
         device = self.device
-        positions = cache.lens[:, None] + torch.arange(width, device=device)
         last = (torch.tensor(lens).clamp_min(1) - 1)[:, None]
+        positions = self.block_positions(cache, width)
         logits = self.model(ids.to(device), positions, cache, pattern=pattern, logits_at=last.to(device))[:, 0]
         cache.advance(lens)
         return self.suppress(logits)

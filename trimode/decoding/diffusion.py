@@ -45,11 +45,11 @@ class DiffusionDecoder(Decoder):
         lead = 1 if seeded else 0
         while not rows.done:
             active = rows.active_rows
-            block = torch.full((batch, width), mask_id, dtype=torch.long)
+            block = torch.full((batch, width), mask_id, dtype=torch.long, device=self.device)
             if seeded:
-                block[:, 0] = torch.tensor([rows.last(b) for b in range(batch)])
+                block[:, :1] = self.last_tokens(rows)
             result = denoise_block(
-                self.model, cache, block.to(self.device), self.block_positions(cache, width), active, known=lead,
+                self.model, cache, block, self.block_positions(cache, width), active, known=lead,
                 mask_id=mask_id, threshold=config.threshold, max_steps=config.max_steps or width,
                 sampling=config.sampling, generators=generators, stats=stats, kind="denoise",
                 needed=[lead + max(rows.remaining(b), 0) for b in range(batch)], eos=config.eos_token_ids,

@@ -39,7 +39,7 @@ class LinearSpecDecoder(Decoder):
         while not rows.done:
             active = rows.active_rows
             block = torch.full((batch, width), mask_id, dtype=torch.long, device=self.device)
-            block[:, 0] = torch.tensor([rows.last(b) for b in range(batch)], device=self.device)
+            block[:, :1] = self.last_tokens(rows)
             positions = self.block_positions(cache, width)
             draft = denoise_block(
                 self.model, cache, block, positions, active, known=1, mask_id=mask_id, threshold=config.draft_threshold,

@@ -72,7 +72,7 @@ class QuadraticSpecDecoder(Decoder):
             tokens, _, probs = candidates(
                 self.model.logits(source), config.sampling, generators, rows.active_rows, exclude=mask_id
             )
-            draft = torch.cat([torch.tensor([[rows.last(b)] for b in range(batch)], device=self.device), tokens], 1)
+            draft = torch.cat([self.last_tokens(rows), tokens], 1)
             if probs is not None:
                 q = torch.cat([torch.zeros_like(probs[:, :1]), probs], 1)
         return rows.tokens, [str(f) for f in rows.finish]
@@ -100,6 +100,6 @@ class QuadraticSpecDecoder(Decoder):
         self.offer_seeds(self.suppress(logits[:, 0]), rows, range(batch), config, generators)
         stats.prefill_s = time.perf_counter() - start
         tokens, _, probs = candidates(logits[:, 1:], config.sampling, generators, rows.active_rows, exclude=mask_id)
-        draft = torch.cat([torch.tensor([[rows.last(b)] for b in range(batch)], device=self.device), tokens], 1)
+        draft = torch.cat([self.last_tokens(rows), tokens], 1)
         q = None if probs is None else torch.cat([torch.zeros_like(probs[:, :1]), probs], 1)
         return draft, q

@@ -17,6 +17,16 @@ from .transformer import Transformer
 from .weights import projection_rows
 
 
+def resolve_token(tokenizer, token: str) -> int:
+    """A token id given as digits or as the token's text (e.g. ``"<empty_output>"``)."""
+    if token.isdigit():
+        return int(token)
+    tid = tokenizer.backend.token_to_id(token) if tokenizer is not None else None
+    if tid is None:
+        raise ValueError(f"{token!r} is not a token of this checkpoint (give a token text or an id)")
+    return tid
+
+
 def set_mask_token(model: Transformer, mask_token_id: int, block_size: int | None = None) -> None:
     vocab = model.config.vocab_size
     if not 0 <= mask_token_id < vocab:
