@@ -96,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("info", help="describe a checkpoint")
     _add_model_args(i)
+
+    from .train.cli import add_train_arguments
+
+    add_train_arguments(sub.add_parser("train", help="train: joint AR + diffusion, drafting adapter, or AR only"))
     return parser
 
 
@@ -265,6 +269,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_generate(args)
         if args.command == "info":
             return cmd_info(args)
+        if args.command == "train":
+            from .train.cli import run_train
+
+            return run_train(args)
         if args.command == "bench":
             from .bench import run_benchmark
 

@@ -116,7 +116,20 @@ class Tokenizer:
             eos_token=_token_str(cfg.get("eos_token")),
             eos_token_ids=eos_token_ids,
             chat_template=template,
+            add_bos_token=bool(cfg.get("add_bos_token", False)),
         )
+
+    def save(self, folder: str | Path) -> None:
+        """Write ``tokenizer.json``, ``tokenizer_config.json`` and ``chat_template.jinja`` so that
+        :meth:`from_folder` (and transformers) read this tokenizer back, e.g. one rebuilt from a GGUF."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.backend.save(str(folder / "tokenizer.json"))
+        cfg = {"bos_token": self.bos_token, "eos_token": self.eos_token, "add_bos_token": self.add_bos_token,
+               "tokenizer_class": "PreTrainedTokenizerFast"}
+        (folder / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2))
+        if self.chat_template:
+            (folder / "chat_template.jinja").write_text(self.chat_template)
 
 
 def _token_str(value: Any) -> str | None:

@@ -264,7 +264,9 @@ def load_peft_adapter(model: Transformer, folder: Path, name: str = DRAFT_ADAPTE
             lora.B.copy_(b.to(param.dtype))
 
 
-def save_pretrained(model: Transformer, folder: str | Path, tokenizer_folder: str | Path | None = None) -> Path:
+def save_pretrained(
+    model: Transformer, folder: str | Path, tokenizer_folder: str | Path | None = None, tokenizer: Tokenizer | None = None
+) -> Path:
     """Write ``config.json`` + ``model.safetensors`` with HF (or, for NLD configs, NLD) names,
     and every adapter as a PEFT folder (the draft adapter as ``linear_spec_lora/``)."""
     folder = Path(folder)
@@ -275,7 +277,9 @@ def save_pretrained(model: Transformer, folder: str | Path, tokenizer_folder: st
     save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
     for name in model.adapter_names:
         _save_peft_adapter(model, folder / (ADAPTER_DIR if name == DRAFT_ADAPTER else f"{name}_lora"), name)
-    if tokenizer_folder is not None:
+    if tokenizer is not None:
+        tokenizer.save(folder)
+    elif tokenizer_folder is not None:
         for fname in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json"):
             src = Path(tokenizer_folder) / fname
             if src.is_file():

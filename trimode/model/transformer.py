@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 from .. import masks
@@ -117,6 +118,8 @@ class Transformer(nn.Module):
         self.lm_head = None if cfg.tie_word_embeddings else Linear(cfg.hidden_size, cfg.vocab_size)
         self.rotary = RotaryEmbedding(cfg.rope, cfg.head_dim)
         self._packed_head: PackedWeight | None = None
+        # Training only: recompute each layer's activations in the backward pass instead of storing them.
+        self.gradient_checkpointing = False
 
     def pack_weights(self) -> int:
         """Prepack every projection (and a tied head) for CPU float32 inference; returns how many
@@ -200,8 +203,12 @@ class Transformer(nn.Module):
         mask, is_causal = self._mask(pattern, positions, cache)
         cos_k, sin_k, cos_q, sin_q = self.rotary(positions, attn_dtype)
         ctx = _AttnContext(cache, mask, is_causal, attn_dtype, cos_k, sin_k, cos_q, sin_q)
+        recompute = self.gradient_checkpointing and torch.is_grad_enabled()
         for i, layer in enumerate(self.model.layers):
-            x = layer(x, ctx, i, adapter)
+            if recompute:
+                x = torch.utils.checkpoint.checkpoint(layer, x, ctx, i, adapter, use_reentrant=False)
+            else:
+                x = layer(x, ctx, i, adapter)
         return self.model.norm(x)
 
     def _mask(
@@ -212,12 +219,15 @@ class Transformer(nn.Module):
         device = positions.device
         if isinstance(pattern, str) and pattern not in ("causal", "bidirectional"):
             raise ValueError(f"unknown attention pattern {pattern!r}; expected 'causal', 'bidirectional' or a mask")
-        if isinstance(pattern, torch.Tensor) and (pattern.dtype != torch.bool or pattern.shape[-2:] != (t, t)):
-            raise ValueError(
-                f"attention mask must be bool [{t}, {t}] or [B, {t}, {t}], got {pattern.dtype} {tuple(pattern.shape)}"
-            )
         window = self.config.sliding_window
         past = max(cache.lengths) if cache is not None else 0
+        if isinstance(pattern, torch.Tensor) and past and pattern.shape[-2:] == (t, past + t):
+            return self._full_mask(pattern, cache, b, t)
+        if isinstance(pattern, torch.Tensor) and (pattern.dtype != torch.bool or pattern.shape[-2:] != (t, t)):
+            raise ValueError(
+                f"attention mask must be bool [{t}, {t}] or [B, {t}, {t}] (or [{t}, {past + t}] over cache + new), "
+                f"got {pattern.dtype} {tuple(pattern.shape)}"
+            )
         windowed = window is not None and past + t > window
         if not windowed and isinstance(pattern, str) and (cache is None or cache.uniform):
             if pattern == "bidirectional":
@@ -236,3 +246,14 @@ class Transformer(nn.Module):
             masks.over_cache(intra, cache.lens, past + t, q_positions=positions, window=window if windowed else None),
             False,
         )
+
+    def _full_mask(self, pattern: torch.Tensor, cache: KVCache, b: int, t: int) -> tuple[torch.Tensor, bool]:
+        """A mask that also decides which cached slots each query sees (training a drafter over a
+        verifier's cache: a draft block must not see the cached tokens of its own or later blocks)."""
+        if pattern.dtype != torch.bool:
+            raise ValueError(f"attention mask must be bool, got {pattern.dtype}")
+        if not cache.uniform:
+            raise ValueError(f"a [T, cache + T] mask needs equal cached lengths per row, got {cache.lengths}")
+        if self.config.sliding_window is not None and pattern.shape[-1] > self.config.sliding_window:
+            raise ValueError("a [T, cache + T] mask cannot be combined with an active sliding window")
+        return pattern.to(cache.device).expand(b, t, pattern.shape[-1])[:, None], False

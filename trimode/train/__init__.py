@@ -1,0 +1,1 @@
+"""Converting AR models into tri-mode models: objectives, data, trainer, export."""

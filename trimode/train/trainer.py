@@ -1,0 +1,238 @@
+"""The training loop: AdamW, schedule, clipping, accumulation, data parallelism, exact resume.
+
+Gradients are taken of loss *sums*; after the last micro-batch they are scaled by
+world / (global token count), so the update is that of the global token average over every
+micro-batch of every rank (DDP and FSDP average over ranks, hence the factor world). The loss
+reported is the same global average, identical on every rank.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from ..model.transformer import Transformer
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .distributed import DistEnv
+from .objective import LossTerms, adapter_terms, ar_terms, corrupt, joint_terms
+from .schedule import lr_at
+
+
+class ObjectiveModule(nn.Module):
+    """The model plus its objective behind one ``forward``, so DDP/FSDP hooks see every forward."""
+
+    def __init__(self, model: Transformer, cfg: TrainConfig) -> None:
+        super().__init__()
+        self.model = model
+        self.cfg = cfg.objective
+        self.seed = cfg.seed
+
+    def forward(self, x0: torch.Tensor, loss_mask: torch.Tensor, step: int, first_row: int) -> LossTerms:
+        kind = self.cfg.kind
+        if kind == "ar":
+            return ar_terms(self.model, x0, loss_mask, self.cfg)
+        if kind == "adapter":
+            return adapter_terms(self.model, x0, loss_mask, self.cfg)
+        corruption = corrupt(loss_mask, self.cfg, self.seed, step, first_row)
+        return joint_terms(self.model, x0, loss_mask, corruption, self.cfg)
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Decay matrices (and LoRA factors); never norms, biases, or a partially trained embedding."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        partial = getattr(p, "_trimode_row_mask", None) is not None
+        (no_decay if p.dim() < 2 or partial else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, model: Transformer, batches, env: DistEnv, tokenizer=None) -> None:
+        self.cfg, self.env, self.batches, self.tokenizer = cfg, env, batches, tokenizer
+        self.output = Path(cfg.output)
+        self.model = model
+        model.gradient_checkpointing = cfg.gradient_checkpointing
+        model.train()
+        self.trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        if not self.trainable:
+            raise ValueError("nothing to train: every parameter is frozen")
+        self.module = ObjectiveModule(model, cfg)
+        self.wrapped = self._wrap(self.module)
+        self.optimizer = torch.optim.AdamW(
+            _param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8
+        )
+        self.step = 0
+        self.metrics_path = self.output / "metrics.jsonl"
+
+    # ----------------------------------------------------------------- set-up
+    def _wrap(self, module: nn.Module) -> nn.Module:
+        if self.env.world == 1:
+            return module
+        if self.cfg.fsdp:
+            from torch.distributed.fsdp import fully_shard
+
+            for layer in module.model.model.layers:
+                fully_shard(layer)
+            return fully_shard(module)
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(module, device_ids=None if self.env.device == "cpu" else [self.env.local_rank])
+
+    def _state_options(self):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+        return StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+        full = get_model_state_dict(self.module, options=self._state_options())
+        names = {f"model.{n}" for n in self.trainable}
+        return {k: v for k, v in full.items() if k in names}
+
+    def save(self) -> Path | None:
+        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+        model_state = self.trainable_state()
+        optim_state = get_optimizer_state_dict(self.module, self.optimizer, options=self._state_options())
+        path = None
+        if self.env.main:
+            meta = {"config": self.cfg.to_dict(), "data": self.batches.state_dict(), "world": self.env.world}
+            path = save_checkpoint(self.output, self.step, model_state, optim_state, meta, self.cfg.keep_checkpoints)
+        self.env.barrier()
+        return path
+
+    def resume(self) -> bool:
+        from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
+
+        path = latest_checkpoint(self.output)
+        if path is None:
+            return False
+        model_state, optim_state, meta = load_checkpoint(path)
+        opts = self._state_options()
+        set_model_state_dict(self.module, model_state, options=opts.__class__(full_state_dict=True, strict=False))
+        set_optimizer_state_dict(self.module, self.optimizer, optim_state, options=opts.__class__(full_state_dict=True))
+        self.batches.load_state_dict(meta["data"])
+        self.step = int(meta["step"])
+        if self.env.main:
+            self._truncate_metrics(self.step)
+        self.env.barrier()
+        return True
+
+    def _truncate_metrics(self, step: int) -> None:
+        """Drop lines a killed run logged after its last checkpoint; the resumed run rewrites them."""
+        if not self.metrics_path.is_file():
+            return
+        kept = [ln for ln in self.metrics_path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
+        self.metrics_path.write_text("".join(ln + "\n" for ln in kept))
+
+    # ----------------------------------------------------------------- loop
+    def _micro_batches(self, batch: dict[str, torch.Tensor]) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
+        rows = batch["input_ids"].shape[0]
+        micro = self.cfg.micro_batch or rows
+        for start in range(0, rows, micro):
+            yield start, {k: v[start : start + micro] for k, v in batch.items()}
+
+    def _autocast(self):
+        if self.env.device.startswith("cuda") and self.cfg.amp:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return nullcontext()
+
+    def train_step(self) -> dict[str, Any]:
+        cfg, env = self.cfg, self.env
+        start = time.perf_counter()
+        batch = next(self.batches)
+        local_rows = batch["input_ids"].shape[0]
+        pieces = list(self._micro_batches(batch))
+        loss_sum, count, logs = 0.0, 0, {}
+        for i, (offset, mb) in enumerate(pieces):
+            x0 = mb["input_ids"].to(env.device)
+            loss_mask = mb["loss_mask"].to(env.device)
+            sync = i == len(pieces) - 1
+            no_sync = getattr(self.wrapped, "no_sync", None)
+            ctx = no_sync() if (no_sync is not None and not sync) else nullcontext()
+            if hasattr(self.wrapped, "set_requires_gradient_sync"):
+                self.wrapped.set_requires_gradient_sync(sync)
+            with ctx, self._autocast():
+                terms = self.wrapped(x0, loss_mask, self.step, env.rank * local_rows + offset)
+                terms.loss.backward()
+            loss_sum += float(terms.loss.detach())
+            count += terms.count
+            for k, v in terms.logs.items():
+                logs[k] = logs.get(k, 0.0) + v
+        keys = sorted(logs)
+        totals = env.sum([loss_sum, float(count)] + [logs[k] for k in keys])
+        global_loss, global_count = totals[0], totals[1]
+        logs = dict(zip(keys, totals[2:]))
+        scale = env.world / max(global_count, 1.0)
+        for p in self.trainable.values():
+            if p.grad is not None:
+                p.grad.mul_(scale)
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(list(self.trainable.values()), cfg.clip if cfg.clip > 0 else float("inf")))
+        lr = lr_at(self.step, base_lr=cfg.lr, max_steps=cfg.max_steps, warmup=cfg.warmup, schedule=cfg.schedule,
+                   min_lr_ratio=cfg.min_lr_ratio)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        elapsed = time.perf_counter() - start
+        tokens = local_rows * batch["input_ids"].shape[1] * env.world
+        record = {"step": self.step, "loss": global_loss / max(global_count, 1.0), "lr": lr, "grad_norm": grad_norm,
+                  "loss_tokens": int(global_count), "tokens": tokens, "step_s": elapsed,
+                  "tokens_per_s": tokens / elapsed if elapsed > 0 else 0.0, "epoch": self.batches.epoch}
+        record.update(_readable(logs))
+        return record
+
+    def run(self, resume: bool = False) -> list[dict[str, Any]]:
+        cfg, env = self.cfg, self.env
+        self.output.mkdir(parents=True, exist_ok=True)
+        if resume and self.resume() and env.main:
+            tqdm.write(f"resumed from step {self.step}")
+        elif not resume and env.main and self.metrics_path.exists():
+            self.metrics_path.unlink()
+        records = []
+        bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not (env.main and cfg.progress),
+                   desc=f"train[{cfg.objective.kind}]", unit="step", dynamic_ncols=True)
+        with bar:
+            while self.step < cfg.max_steps:
+                record = self.train_step()
+                records.append(record)
+                if env.main:
+                    with self.metrics_path.open("a") as f:
+                        f.write(json.dumps(record) + "\n")
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}",
+                                    lr=f"{record['lr']:.2e}")
+                last = self.step == cfg.max_steps
+                if (cfg.save_every and self.step % cfg.save_every == 0) or last:
+                    self.save()
+        return records
+
+
+def _readable(logs: dict[str, float]) -> dict[str, float]:
+    """Per-token averages of the objective's sums, for the metrics log."""
+    out = {}
+    if logs.get("ar_tokens"):
+        out["ar_loss"] = logs["ar_sum"] / logs["ar_tokens"]
+    if logs.get("masked"):
+        out["diffusion_loss"] = logs["diffusion_ce_sum"] / logs["masked"]
+        out["masked_tokens"] = int(logs["masked"])
+    if logs.get("draft_eligible"):
+        out["draft_accuracy"] = logs["draft_hits"] / logs["draft_eligible"]
+    if logs.get("draft_slots"):
+        out["distill_ce"] = logs["distill_ce_sum"] / logs["draft_slots"]
+        out["distill_kl"] = logs["distill_kl_sum"] / logs["draft_slots"]
+    return out
