@@ -34,6 +34,14 @@ def golden(nld_tiny_dir: Path) -> dict:
 
 
 @pytest.fixture(scope="session")
+def tensors(nld_tiny_dir: Path) -> dict:
+    """The reference's stored logits and training-forward inputs (forward_logits.safetensors)."""
+    from safetensors.torch import load_file
+
+    return load_file(str(nld_tiny_dir / "forward_logits.safetensors"))
+
+
+@pytest.fixture(scope="session")
 def nld_tiny(nld_tiny_dir: Path):
     from trimode.model import load
 

@@ -97,9 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="describe a checkpoint")
     _add_model_args(i)
 
-    from .train.cli import add_train_arguments
+    from .train.cli import add_export_arguments, add_train_arguments
 
     add_train_arguments(sub.add_parser("train", help="train: joint AR + diffusion, drafting adapter, or AR only"))
+    add_export_arguments(sub.add_parser("export", help="write a model in the Nemotron-Labs-Diffusion HF layout"))
     return parser
 
 
@@ -273,6 +274,10 @@ def main(argv: list[str] | None = None) -> int:
             from .train.cli import run_train
 
             return run_train(args)
+        if args.command == "export":
+            from .train.cli import run_export
+
+            return run_export(args)
         if args.command == "bench":
             from .bench import run_benchmark
 

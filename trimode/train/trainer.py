@@ -69,7 +69,12 @@ class Trainer:
         if not self.trainable:
             raise ValueError("nothing to train: every parameter is frozen")
         self.module = ObjectiveModule(model, cfg)
+        if cfg.fsdp and env.world > 1 and any(hasattr(p, "_trimode_row_mask") for p in self.trainable.values()):
+            raise ValueError("--fsdp cannot train single embedding rows (the mask token's); train the adapter "
+                             "without --fsdp (data parallel), or give the checkpoint a trained mask token first")
         self.wrapped = self._wrap(self.module)
+        # FSDP replaces parameters by sharded ones: look them up again after wrapping.
+        self.trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
         self.optimizer = torch.optim.AdamW(
             _param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8
         )
