@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
 
     b = sub.add_parser("bench", help="benchmarks (prints a table and a JSON line)")
-    b.add_argument("name", choices=["ar-vs-transformers", "modes"], help="which benchmark")
+    b.add_argument("name", choices=["ar-vs-transformers", "modes", "train-tiny"], help="which benchmark")
     b.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the benchmark (see --help after the name)")
 
     i = sub.add_parser("info", help="describe a checkpoint")
