@@ -120,12 +120,13 @@ class KVCache:
             )
         kb, vb = self.k[layer], self.v[layer]
         k_new, v_new = k_new.to(self.dtype), v_new.to(self.dtype)
-        if torch.is_grad_enabled() and (k_new.requires_grad or v_new.requires_grad):
-            # Training over a frozen prefix (e.g. a drafter reading its verifier's cache): read the
-            # cache and concatenate, so autograd never sees an in-place write into a shared buffer.
-            if not self.uniform:
-                raise ValueError(f"a forward with gradients needs equal cached lengths per row, got {self._lens}")
+        if torch.is_grad_enabled() and (k_new.requires_grad or v_new.requires_grad) and self.uniform:
+            # Gradients through the new K/V (e.g. a drafter trained over its verifier's cache): store
+            # detached copies, but hand attention a concatenation, so autograd never sees an in-place
+            # write into a buffer that later forwards overwrite.
             start = self._lens[0]
+            kb[:, :, start : start + t] = k_new.detach()
+            vb[:, :, start : start + t] = v_new.detach()
             return torch.cat([kb[:, :, :start], k_new], dim=2), torch.cat([vb[:, :, :start], v_new], dim=2)
         if self.uniform:
             start = self._lens[0]

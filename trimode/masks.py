@@ -43,6 +43,20 @@ def dual_stream(length: int, block: int, device: torch.device | str | None = Non
     return same_noisy_block | noisy_sees_clean | clean_causal
 
 
+def dual_stream_block_mask(length: int, block: int, device: torch.device | str = "cuda"):
+    """:func:`dual_stream` as a flex-attention ``BlockMask``: fully masked tiles are skipped, which
+    is what makes the 2L-token training forward cheap on a GPU."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    def allowed(b, h, q, k):
+        qn, kn = q < length, k < length
+        qp, kp = torch.where(qn, q, q - length), torch.where(kn, k, k - length)
+        qb, kb = qp // block, kp // block
+        return (qn & kn & (qb == kb)) | (qn & ~kn & (qb > kb)) | (~qn & ~kn & (qp >= kp))
+
+    return create_block_mask(allowed, None, None, 2 * length, 2 * length, device=device)
+
+
 def quadratic_grid(block: int, device: torch.device | str | None = None) -> torch.Tensor:
     """The B x (B+1) self-speculation grid, flattened row-major: row i is [d_i, MASK x B].
 

@@ -11,12 +11,15 @@ q/k/v and gate/up are stored fused (one matmul each, which matters at batch 1 on
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
+from torch.nn.attention.flex_attention import BlockMask, flex_attention
 
 from .. import masks
 from ..cache import KVCache
@@ -24,7 +27,8 @@ from ..config import ModelConfig
 from .layers import Linear, PackedWeight, RMSNorm, linear
 from .rope import RotaryEmbedding, apply_rotary
 
-Pattern = str | torch.Tensor  # "causal" | "bidirectional" | bool mask [T, T] or [B, T, T]
+# "causal" | "bidirectional" | bool mask [T, T] or [B, T, T] | a flex-attention BlockMask (no cache)
+Pattern = str | torch.Tensor | BlockMask
 
 
 @dataclass
@@ -39,6 +43,7 @@ class _AttnContext:
     sin_k: torch.Tensor
     cos_q: torch.Tensor
     sin_q: torch.Tensor
+    flex: Callable | None = None  # flex_attention with the BlockMask bound (training masks on CUDA)
 
 
 class Attention(nn.Module):
@@ -70,9 +75,12 @@ class Attention(nn.Module):
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         if ctx.cache is not None:
             k, v = ctx.cache.write(layer, k, v)
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=ctx.mask, is_causal=ctx.is_causal, enable_gqa=h != hkv
-        )
+        if ctx.flex is not None:
+            out = ctx.flex(q, k, v, enable_gqa=h != hkv)
+        else:
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=ctx.mask, is_causal=ctx.is_causal, enable_gqa=h != hkv
+            )
         out = out.transpose(1, 2).reshape(b, t, self.q_size).to(x.dtype)
         return self.o_proj(out, adapter)
 
@@ -120,6 +128,7 @@ class Transformer(nn.Module):
         self._packed_head: PackedWeight | None = None
         # Training only: recompute each layer's activations in the backward pass instead of storing them.
         self.gradient_checkpointing = False
+        self._compiled_flex: Callable | None = None
 
     def pack_weights(self) -> int:
         """Prepack every projection (and a tied head) for CPU float32 inference; returns how many
@@ -200,9 +209,16 @@ class Transformer(nn.Module):
         attn_dtype = cache.dtype if cache is not None else x.dtype
         if cache is not None:
             cache.ensure_capacity(max(cache.lengths) + input_ids.shape[1])
-        mask, is_causal = self._mask(pattern, positions, cache)
+        flex = None
+        if isinstance(pattern, BlockMask):
+            if cache is not None:
+                raise ValueError("a flex-attention BlockMask pattern is for cache-free (training) forwards")
+            flex = functools.partial(self._flex_attention(input_ids.device), block_mask=pattern)
+            mask, is_causal = None, False
+        else:
+            mask, is_causal = self._mask(pattern, positions, cache)
         cos_k, sin_k, cos_q, sin_q = self.rotary(positions, attn_dtype)
-        ctx = _AttnContext(cache, mask, is_causal, attn_dtype, cos_k, sin_k, cos_q, sin_q)
+        ctx = _AttnContext(cache, mask, is_causal, attn_dtype, cos_k, sin_k, cos_q, sin_q, flex)
         recompute = self.gradient_checkpointing and torch.is_grad_enabled()
         for i, layer in enumerate(self.model.layers):
             if recompute:
@@ -210,6 +226,15 @@ class Transformer(nn.Module):
             else:
                 x = layer(x, ctx, i, adapter)
         return self.model.norm(x)
+
+    def _flex_attention(self, device: torch.device) -> Callable:
+        """flex_attention, compiled on CUDA (its fast path; compiled once per model), eager elsewhere
+        (correct but slow: CPU training uses boolean SDPA masks instead)."""
+        if device.type != "cuda":
+            return flex_attention
+        if self._compiled_flex is None:
+            self._compiled_flex = torch.compile(flex_attention, dynamic=False)
+        return self._compiled_flex
 
     def _mask(
         self, pattern: Pattern, positions: torch.Tensor, cache: KVCache | None

@@ -50,6 +50,8 @@ class ObjectiveConfig:
     adapter: str = DRAFT_ADAPTER
     distill_ce_weight: float = 1.0
     distill_kl_weight: float = 1.0
+    # Dual-stream attention: "auto" = flex-attention (block-sparse) on CUDA, boolean-mask SDPA elsewhere.
+    attention: str = "auto"
 
     def __post_init__(self) -> None:
         if self.kind not in OBJECTIVES:
@@ -58,6 +60,8 @@ class ObjectiveConfig:
             raise ValueError(f"masking must be one of {MASKINGS}, got {self.masking!r}")
         if self.block_size < 2:
             raise ValueError(f"training block_size must be >= 2, got {self.block_size}")
+        if self.attention not in ("auto", "sdpa", "flex"):
+            raise ValueError(f"attention must be auto, sdpa or flex, got {self.attention!r}")
         if not 0.0 < self.eps < 1.0:
             raise ValueError(f"eps must be in (0, 1), got {self.eps}")
 
@@ -145,7 +149,7 @@ def joint_terms(
     rows, length = x0.shape
     xt = torch.where(corruption.masked, torch.full_like(x0, mask_id), x0)
     positions = torch.arange(length, device=x0.device).repeat(2).expand(rows, 2 * length)
-    pattern = masks.dual_stream(length, cfg.block_size, x0.device)
+    pattern = _training_mask(length, cfg, x0.device)
     hidden = model.hidden_states(torch.cat([xt, x0], dim=1), positions, pattern=pattern)
     noisy, clean = hidden[:, :length], hidden[:, length:]
 
@@ -160,6 +164,13 @@ def joint_terms(
     logs = {"diffusion_sum": float(diff_sum.detach()), "ar_sum": float(ar_ce.detach()), "masked": corruption.count,
             "ar_tokens": int(sel.sum()), "diffusion_ce_sum": float(diff_ce.detach().sum())}
     return LossTerms(loss, corruption.count + ar_count, logs)
+
+
+def _training_mask(length: int, cfg: ObjectiveConfig, device: torch.device):
+    use_flex = cfg.attention == "flex" or (cfg.attention == "auto" and device.type == "cuda")
+    if use_flex:
+        return masks.dual_stream_block_mask(length, cfg.block_size, device)
+    return masks.dual_stream(length, cfg.block_size, device)
 
 
 def ar_terms(model: Transformer, x0: torch.Tensor, loss_mask: torch.Tensor, cfg: ObjectiveConfig) -> LossTerms:
