@@ -199,30 +199,33 @@ def adapter_terms(model: Transformer, x0: torch.Tensor, loss_mask: torch.Tensor,
     rows, length = x0.shape
     block = cfg.block_size
     positions = torch.arange(length, device=x0.device).expand(rows, length)
+    offset = positions % block
+    # Draft slot i (offset >= 1) proposes x[i]; the verifier's prediction for x[i] sits at i-1.
+    # Logits are taken at the slots only ([n, vocab] instead of [B, L, vocab]).
+    slots = (offset[:, 1:] >= 1) & loss_mask[:, 1:].bool()
     # The verifier (adapter off, causal) over the clean sequence: targets, and the cache the draft reads.
     cache = KVCache.for_model(model, rows, 2 * length)
     with torch.no_grad():
-        target = model.logits(model.hidden_states(x0, positions, cache, pattern="causal")).float()
+        verifier = model.hidden_states(x0, positions, cache, pattern="causal")
+        target = model.logits(verifier[:, :-1][slots]).float()
     cache.advance(length)
-    offset = positions % block
     draft_in = torch.where(offset == 0, x0, torch.full_like(x0, mask_id))
     hidden = model.hidden_states(draft_in, positions, cache, pattern=draft_mask(length, block, x0.device),
                                  adapter=cfg.adapter)
-    # Draft slot i (offset >= 1) proposes x[i]; the verifier's prediction for x[i] sits at i-1.
-    slots = (offset[:, 1:] >= 1) & loss_mask[:, 1:].bool()
-    target = target[:, :-1]
-    logits = model.logits(hidden[:, 1:])
+    logits = model.logits(hidden[:, 1:][slots])
     verifier_top = target.argmax(-1)
-    hit = logits.detach().argmax(-1) == verifier_top
+    hit_at_slots = logits.detach().argmax(-1) == verifier_top
     # Seed positions and untrained slots are not drafted, so they never end an accepted prefix.
-    keep = slots & accepted_prefix_plus_one(hit | ~slots, block)
+    hit = ~slots
+    hit[slots] = hit_at_slots
+    keep = (slots & accepted_prefix_plus_one(hit, block))[slots]
     d, v = logits[keep], target[keep]
     ce = F.cross_entropy(d, verifier_top[keep], reduction="sum")
     kl = F.kl_div(F.log_softmax(d, -1), F.log_softmax(v, -1), log_target=True, reduction="sum")
     loss = cfg.distill_ce_weight * ce + cfg.distill_kl_weight * kl
     count = int(keep.sum())
     logs = {"distill_ce_sum": float(ce.detach()), "distill_kl_sum": float(kl.detach()), "draft_slots": count,
-            "draft_hits": int((hit & slots).sum()), "draft_eligible": int(slots.sum())}
+            "draft_hits": int(hit_at_slots.sum()), "draft_eligible": int(slots.sum())}
     return LossTerms(loss, count, logs)
 
 
