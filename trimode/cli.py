@@ -1,4 +1,4 @@
-"""Command line: ``trimode generate``, ``trimode bench``, ``trimode info``."""
+"""Command line: ``trimode generate``, ``trimode bench``, ``trimode info``, ``trimode distill-data``."""
 
 from __future__ import annotations
 
@@ -96,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("info", help="describe a checkpoint")
     _add_model_args(i)
+
+    from .train import distill
+
+    distill.add_arguments(sub.add_parser("distill-data", help="write a JSONL of a model's own answers to prompts"))
     return parser
 
 
@@ -265,6 +269,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_generate(args)
         if args.command == "info":
             return cmd_info(args)
+        if args.command == "distill-data":
+            from .train import distill
+
+            return distill.run(args)
         if args.command == "bench":
             from .bench import run_benchmark
 

@@ -239,7 +239,7 @@ def _record(path: Path, lineno: int, raw: bytes, view: TokenizerView, chat: bool
     if not isinstance(obj, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
     if "messages" in obj:
-        messages = _messages(where, obj["messages"])
+        messages = validate_messages(where, obj["messages"])
         try:
             return ("chat", view.chat(messages)) if chat else ("chat-text", view.chat_as_text(messages))
         except Exception as err:  # template errors: say which record
@@ -255,7 +255,7 @@ def _record(path: Path, lineno: int, raw: bytes, view: TokenizerView, chat: bool
     raise DataError(f"{where}: expected a 'text', 'messages' or 'prompt'+'completion' key, got keys {sorted(obj)}")
 
 
-def _messages(where: str, messages: Any) -> list[dict[str, Any]]:
+def validate_messages(where: str, messages: Any) -> list[dict[str, Any]]:
     if not isinstance(messages, list) or not messages:
         raise DataError(f"{where}: 'messages' must be a non-empty list of {{'role', 'content'}} objects")
     for i, m in enumerate(messages):
