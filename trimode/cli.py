@@ -287,4 +287,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the imported trimode.cli, not this __main__ copy: subcommand modules raise its UsageError.
+    from trimode.cli import main as _main
+
+    sys.exit(_main())

@@ -26,7 +26,7 @@ ZEPHYR = (
 CORPUS = ["hello there how are you", "the quick brown fox jumps over the lazy dog", "def f(x):\n    return x + 1\n"]
 
 
-def tiny_tokenizer(template: str | None = ZEPHYR) -> Tokenizer:
+def tiny_tokenizer(template: str | None = ZEPHYR, eos: str = "</s>") -> Tokenizer:
     from tokenizers import Tokenizer as Backend
     from tokenizers import decoders, models, pre_tokenizers, trainers
 
@@ -34,11 +34,11 @@ def tiny_tokenizer(template: str | None = ZEPHYR) -> Tokenizer:
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=400, special_tokens=["<s>", "</s>", "<|user|>", "<|assistant|>", "<|system|>"],
+        vocab_size=400, special_tokens=["<s>", "</s>", "<|user|>", "<|assistant|>", "<|system|>", "<|im_start|>", "<|im_end|>"],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
     )
     backend.train_from_iterator(CORPUS * 5, trainer)
-    return Tokenizer(backend, bos_token="<s>", eos_token="</s>", chat_template=template)
+    return Tokenizer(backend, bos_token="<s>", eos_token=eos, chat_template=template)
 
 
 @pytest.fixture(scope="module")
@@ -184,6 +184,20 @@ def test_tiny_zephyr_mask_is_exactly_what_follows_the_generation_prompt():
     eos = tok.backend.token_to_id("</s>")
     assert doc.ids.count(eos) == 5  # system, user, answer, user, answer: only the answers' are trained
     assert sum(1 for t, m in zip(doc.ids, doc.mask) if t == eos and m) == 2
+
+
+def test_final_answer_rendered_differently_qwen3_style():
+    """Qwen3's template gives only a final answer an (empty) think block, so a non-final answer
+    rendered as the last message does not match the full conversation; the EOS still ends it."""
+    template = (
+        "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' }}"
+        "{% if m['role'] == 'assistant' and loop.last %}{{ '<think>\n\n</think>\n\n' }}{% endif %}"
+        "{{ m['content'] + '<|im_end|>' + '\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    )
+    tok = tiny_tokenizer(template, eos="<|im_end|>")
+    doc = TokenizerView(tok).chat(CONVERSATION)
+    assert trained(tok, doc.ids, doc.mask) == "Hello there<|im_end|><think>\n\n</think>\n\n4<|im_end|>"
 
 
 def test_template_without_end_tokens_gets_an_untrained_eos():

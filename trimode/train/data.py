@@ -52,8 +52,8 @@ class DataConfig:
     max_files: int | None = None  # cap for huge directories (e.g. the stdlib): the first N files in sorted order
 
     def __post_init__(self) -> None:
-        if isinstance(self.paths, (str, os.PathLike)):
-            object.__setattr__(self, "paths", (str(self.paths),))
+        paths = (self.paths,) if isinstance(self.paths, (str, os.PathLike)) else self.paths
+        object.__setattr__(self, "paths", tuple(str(p) for p in paths))
         if not self.paths:
             raise DataError("DataConfig.paths is empty; give at least one file or directory")
         if self.seq_len < 2:
