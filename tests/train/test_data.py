@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from trimode.tokenizer import Tokenizer
 from trimode.train.data import DataConfig, DataError, build_dataset
@@ -118,12 +117,12 @@ def test_jsonl_kinds_and_prompt_completion_mask(tmp_path):
     tok = tiny_tokenizer()
     path = write_jsonl(tmp_path / "d.jsonl", [{"text": "hello there"}, {"prompt": "how are", "completion": " you"}])
     ds = build_dataset(DataConfig((str(path),), seq_len=2), tok)
-    ids = torch.cat([ds[i]["input_ids"] for i in range(len(ds))]).tolist()
-    mask = torch.cat([ds[i]["loss_mask"] for i in range(len(ds))]).tolist()
-    n_text = len(tok.encode("hello there")) + 1
-    n_prompt = len(tok.encode("how are"))
-    assert all(mask[:n_text]) and not any(mask[n_text : n_text + n_prompt])
-    assert trained(tok, ids[n_text:], mask[n_text:]) == " you</s>"[: len(trained(tok, ids[n_text:], mask[n_text:]))]
+    eos = tok.backend.token_to_id("</s>")
+    text, prompt, answer = tok.encode("hello there") + [eos], tok.encode("how are"), tok.encode(" you") + [eos]
+    ids, mask = text + prompt + answer, [True] * len(text) + [False] * len(prompt) + [True] * len(answer)
+    n = ds.summary["packed_tokens"]
+    assert ds.input_ids.flatten().tolist() == ids[:n] and ds.loss_mask.flatten().tolist() == mask[:n]
+    assert len(ids) - n < 2
     assert ds.summary["sources"][str(path)]["kinds"] == {"text": 1, "prompt-completion": 1}
 
 
@@ -209,19 +208,25 @@ def test_template_without_end_tokens_gets_an_untrained_eos():
     assert doc.ids[-1] == tok.backend.token_to_id("</s>") and not doc.mask[-1]
 
 
-words = st.sampled_from(["hello", "there", "the", "fox", "x + 1", "dog", "return", "how", "\n", "ok?"])
-texts = st.lists(words, min_size=1, max_size=6).map(" ".join)
+WORDS = ["hello", "there", "the", "fox", "x + 1", "dog", "return", "how", "\n", "ok?"]
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(system=st.none() | texts, turns=st.lists(st.tuples(texts, texts), min_size=1, max_size=4))
-def test_tiny_chat_mask_property(system, turns):
+def random_conversation(rng: random.Random) -> list[dict[str, str]]:
+    def text() -> str:
+        return " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 6)))
+
+    system = [{"role": "system", "content": text()}] if rng.random() < 0.5 else []
+    turns = [m for _ in range(rng.randint(1, 4)) for m in ({"role": "user", "content": text()},
+                                                            {"role": "assistant", "content": text()})]
+    return system + turns
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_tiny_chat_mask_property(seed):
     """Each answer's trained run is exactly the tokens that follow the generation prompt of its
     prefix, through its EOS; nothing else is trained."""
     tok = tiny_tokenizer()
-    messages = ([{"role": "system", "content": system}] if system else []) + [
-        m for q, a in turns for m in ({"role": "user", "content": q}, {"role": "assistant", "content": a})
-    ]
+    messages = random_conversation(random.Random(seed))
     doc = TokenizerView(tok).chat(messages)
     expected = []
     for k, m in enumerate(messages):
