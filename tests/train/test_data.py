@@ -253,13 +253,29 @@ def test_chat_modes_without_template(tmp_path):
     assert templated.summary["chat_template"] is False and bool(templated.loss_mask.all())
 
 
+def test_pre_tokenized_records_need_no_tokenizer(tmp_path):
+    path = write_jsonl(tmp_path / "ids.jsonl", [{"input_ids": [5, 6, 7], "loss_mask": [0, 1, 1]}, {"input_ids": [8, 9, 11]}])
+    ds = build_dataset(DataConfig((str(path),), seq_len=3), None)
+    assert ds.input_ids.tolist() == [[5, 6, 7], [8, 9, 11]]  # verbatim: no EOS added
+    assert ds.loss_mask.tolist() == [[False, True, True], [True, True, True]]
+    (tmp_path / "t.txt").write_text("hello")
+    with pytest.raises(DataError, match=r"t.txt: text needs a tokenizer, and none was given"):
+        build_dataset(DataConfig((str(tmp_path),), seq_len=3), None)
+    write_jsonl(path, [{"input_ids": [1, 2], "loss_mask": [True]}])
+    with pytest.raises(DataError, match=r"ids.jsonl:1: 'loss_mask' must be a list of 2 booleans"):
+        build_dataset(DataConfig((str(path),), seq_len=2), None)
+    write_jsonl(path, [{"input_ids": [1, "a"]}])
+    with pytest.raises(DataError, match=r"ids.jsonl:1: 'input_ids' must be a non-empty list of token ids"):
+        build_dataset(DataConfig((str(path),), seq_len=2), None)
+
+
 # ----------------------------------------------------------------- errors
 @pytest.mark.parametrize(
     "line, message",
     [
         ('{"text": "ok"', r"d.jsonl:2: invalid JSON"),
         ('["text"]', r"d.jsonl:2: expected a JSON object, got list"),
-        ('{"txt": "x"}', r"d.jsonl:2: expected a 'text', 'messages' or 'prompt'\+'completion' key, got keys \['txt'\]"),
+        ('{"txt": "x"}', r"d.jsonl:2: expected a 'text', 'messages', 'prompt'\+'completion' or 'input_ids' key, got keys \['txt'\]"),
         ('{"text": 3}', r"d.jsonl:2: 'text' must be a string"),
         ('{"messages": []}', r"d.jsonl:2: 'messages' must be a non-empty list"),
         ('{"messages": [{"role": "user"}]}', r"d.jsonl:2: message 0 must be an object with string 'role' and 'content'"),

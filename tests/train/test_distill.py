@@ -24,6 +24,33 @@ def smollm2():
     return load(smollm2_gguf_path())
 
 
+def test_tokenizerless_checkpoint_with_prompt_ids_reproduces_the_golden_answers(tmp_path, nld_tiny_dir, golden):
+    """nld-tiny has no tokenizer: prompt ids in, ids + loss mask out; greedy answers equal the
+    publisher's reference AR outputs, decoded here in a ragged batch."""
+    names = ["p5", "peos", "p17", "p40"]
+    prompts = tmp_path / "ids.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt_ids": golden["prompts"][n]}) + "\n" for n in names))
+    out = tmp_path / "out.jsonl"
+    code = main(["distill-data", "--model", str(nld_tiny_dir), "--prompts", str(prompts), "--output", str(out),
+                 "--max-new-tokens", "64", "--batch-size", "3"])
+    assert code == 0
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    cases = {c["id"]: c for c in golden["ar_generate"]}
+    for name, rec in zip(names, records):
+        prompt, new = golden["prompts"][name], cases[f"ar/{name}"]["new_tokens"]
+        assert rec["input_ids"] == prompt + new
+        assert rec["loss_mask"] == [False] * len(prompt) + [True] * len(new)
+        assert (rec["prompt_tokens"], rec["answer_tokens"]) == (len(prompt), len(new))
+        assert rec["finish_reason"] == ("eos" if name == "peos" else "length")
+    ds = build_dataset(DataConfig((str(out),), seq_len=16), None)
+    stream = [t for r in records for t in r["input_ids"]]
+    assert ds.input_ids.flatten().tolist() == stream[: ds.summary["packed_tokens"]]
+    assert ds.summary["sources"][str(out)]["kinds"] == {"ids": 4}
+
+    prompts.write_text(json.dumps({"prompt": "hello"}) + "\n")
+    assert main(["distill-data", "--model", str(nld_tiny_dir), "--prompts", str(prompts), "--output", str(out)]) == 2
+
+
 @pytest.mark.slow  # ~45 s on the shared 2-core machine (two model loads, 6 decodes)
 def test_cli_writes_the_models_own_answers_as_sft_data(tmp_path, smollm2, capsys):
     prompts = tmp_path / "prompts.txt"
@@ -101,10 +128,12 @@ def test_jsonl_prompts_system_and_answer_regeneration(tmp_path):
 @pytest.mark.parametrize(
     "content, flags, message",
     [
-        ('{"prompt": "a"}\n{"prompt": 3}\n', [], r"p.jsonl:2: expected an object with a string 'prompt' or a 'messages'"),
+        ('{"prompt": "a"}\n{"prompt": 3}\n', [], r"p.jsonl:2: expected an object with a string 'prompt', a 'messages' list or 'prompt_ids'"),
         ('{"prompt": "a"\n', [], r"p.jsonl:1: invalid JSON"),
         ('{"messages": [{"role": "user", "content": "a"}]}\n', ["--no-chat"], r"p.jsonl:1: 'messages' need the chat template"),
         ('\n\n', [], r"p.jsonl has no prompts"),
+        ('{"prompt_ids": [1, -2]}\n', [], r"p.jsonl:1: 'prompt_ids' must be a non-empty list of token ids"),
+        ('{"prompt_ids": [1, 2]}\n', ["--system", "x"], r"p.jsonl:1: 'prompt_ids' are used verbatim"),
         ('{"prompt": "a"}\n', ["--batch-size", "0"], r"--batch-size must be >= 1"),
     ],
 )

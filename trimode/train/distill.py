@@ -8,8 +8,10 @@ with an assistant turn has that turn dropped and answered anew). Each output lin
     {"messages": [..., {"role": "assistant", "content": answer}],
      "prompt_tokens": n, "answer_tokens": m, "finish_reason": "eos" | "length" | "stop"}
 
-or, with ``--no-chat`` (prompts encoded as raw text), ``{"prompt": ..., "completion": answer, ...}``;
-both load with :func:`trimode.train.data.build_dataset` as SFT data (only answers trained).
+or, with ``--no-chat`` (prompts encoded as raw text), ``{"prompt": ..., "completion": answer, ...}``.
+Pre-tokenized prompts ``{"prompt_ids": [...]}`` (the way to use a checkpoint without a tokenizer)
+give ``{"input_ids": prompt + answer ids, "loss_mask": false on the prompt, true on the answer, ...}``.
+All load with :func:`trimode.train.data.build_dataset` as SFT data (only answers trained).
 ``answer_tokens`` counts the generated ids, EOS included; the answer text excludes special tokens.
 Row i of the file samples with seed ``--seed + i`` whatever the batch size, and the output is
 written to a temporary file renamed into place only when complete.
@@ -37,13 +39,14 @@ from .data import DataError, validate_messages
 class Prompt:
     messages: list[dict[str, Any]] | None  # chat prompts
     text: str | None  # --no-chat prompts
+    ids: list[int] | None = None  # pre-tokenized prompts, used verbatim
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from ..decoding import MODES
 
     _add_model_args(p)
-    p.add_argument("--prompts", required=True, help=".txt (one prompt per line) or .jsonl ('prompt' or 'messages')")
+    p.add_argument("--prompts", required=True, help=".txt (one prompt per line) or .jsonl ('prompt', 'messages' or 'prompt_ids')")
     p.add_argument("--output", required=True, help="JSONL file to write")
     p.add_argument("--mode", choices=MODES, default="ar", help="decoding mode (at T=0 the spec modes equal AR)")
     p.add_argument("--mask-token", help="mask token (id or text) for non-AR modes on a plain AR checkpoint")
@@ -71,8 +74,6 @@ def run(args: argparse.Namespace) -> int:
     except DataError as err:
         raise UsageError(str(err)) from None
     loaded = _load(args)
-    if loaded.tokenizer is None:
-        raise UsageError(f"{loaded.source} has no tokenizer; distill-data writes text and needs one")
     if args.mask_token is not None:
         from ..model.convert import resolve_token, set_mask_token
 
@@ -113,8 +114,10 @@ def answers(
     from ..decoding.base import GenerationConfig
 
     tok = loaded.tokenizer
-    ids = [tok.encode_chat(p.messages, **(template_vars or {})) if p.messages is not None else tok.encode(p.text)
-           for p in prompts]
+    if tok is None and any(p.ids is None for p in prompts):
+        raise UsageError(f"{loaded.source} has no tokenizer: give the prompts as JSONL {{\"prompt_ids\": [...]}} records")
+    ids = [p.ids if p.ids is not None else tok.encode_chat(p.messages, **(template_vars or {}))
+           if p.messages is not None else tok.encode(p.text) for p in prompts]
     config = GenerationConfig(
         max_new_tokens=max_new_tokens, sampling=sampling, eos_token_ids=loaded.eos_token_ids,
         block_size=block_size or loaded.config.block_size or 32,
@@ -129,16 +132,19 @@ def answers(
         config = dataclasses.replace(config, seeds=tuple(base + i for i in rows))
         result = decoder.generate([ids[i] for i in rows], config)
         for i, seq, reason in zip(rows, result.sequences, result.finish_reasons):
-            answer = tok.decode(seq, skip_special_tokens=True)
-            yield _record(prompts[i], answer, len(ids[i]), len(seq), reason)
+            answer = None if prompts[i].ids is not None else tok.decode(seq, skip_special_tokens=True)
+            yield _record(prompts[i], answer, seq, len(ids[i]), reason)
 
 
-def _record(prompt: Prompt, answer: str, prompt_tokens: int, answer_tokens: int, reason: str) -> dict[str, Any]:
-    if prompt.messages is not None:
-        head: dict[str, Any] = {"messages": prompt.messages + [{"role": "assistant", "content": answer}]}
+def _record(prompt: Prompt, answer: str | None, answer_ids: list[int], prompt_tokens: int, reason: str) -> dict[str, Any]:
+    if prompt.ids is not None:
+        head: dict[str, Any] = {"input_ids": prompt.ids + answer_ids,
+                                "loss_mask": [False] * len(prompt.ids) + [True] * len(answer_ids)}
+    elif prompt.messages is not None:
+        head = {"messages": prompt.messages + [{"role": "assistant", "content": answer}]}
     else:
         head = {"prompt": prompt.text, "completion": answer}
-    return {**head, "prompt_tokens": prompt_tokens, "answer_tokens": answer_tokens, "finish_reason": reason}
+    return {**head, "prompt_tokens": prompt_tokens, "answer_tokens": len(answer_ids), "finish_reason": reason}
 
 
 def read_prompts(path: Path, chat: bool, system: str | None = None) -> list[Prompt]:
@@ -165,6 +171,8 @@ def _prompt(where: str, line: str, jsonl: bool, chat: bool, system: str | None) 
             obj = json.loads(line)
         except json.JSONDecodeError as err:
             raise DataError(f"{where}: invalid JSON ({err.msg} at column {err.colno})") from None
+        if isinstance(obj, dict) and "prompt_ids" in obj:
+            return _ids_prompt(where, obj["prompt_ids"], system)
         if isinstance(obj, dict) and isinstance(obj.get("prompt"), str):
             text, messages = obj["prompt"], None
         elif isinstance(obj, dict) and "messages" in obj:
@@ -176,7 +184,7 @@ def _prompt(where: str, line: str, jsonl: bool, chat: bool, system: str | None) 
             if not chat:
                 raise DataError(f"{where}: 'messages' need the chat template; drop --no-chat")
         else:
-            raise DataError(f"{where}: expected an object with a string 'prompt' or a 'messages' list")
+            raise DataError(f"{where}: expected an object with a string 'prompt', a 'messages' list or 'prompt_ids'")
     if not chat:
         return Prompt(None, text)
     if messages is None:
@@ -184,3 +192,11 @@ def _prompt(where: str, line: str, jsonl: bool, chat: bool, system: str | None) 
     if system is not None and messages[0]["role"] != "system":
         messages = [{"role": "system", "content": system}] + messages
     return Prompt(messages, None)
+
+
+def _ids_prompt(where: str, ids: Any, system: str | None) -> Prompt:
+    if not isinstance(ids, list) or not ids or not all(isinstance(t, int) and t >= 0 for t in ids):
+        raise DataError(f"{where}: 'prompt_ids' must be a non-empty list of token ids (integers >= 0)")
+    if system is not None:
+        raise DataError(f"{where}: 'prompt_ids' are used verbatim, so --system cannot be added to them")
+    return Prompt(None, None, ids)
