@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -47,8 +48,15 @@ def test_tokenizerless_checkpoint_with_prompt_ids_reproduces_the_golden_answers(
     assert ds.input_ids.flatten().tolist() == stream[: ds.summary["packed_tokens"]]
     assert ds.summary["sources"][str(out)]["kinds"] == {"ids": 4}
 
-    prompts.write_text(json.dumps({"prompt": "hello"}) + "\n")
-    assert main(["distill-data", "--model", str(nld_tiny_dir), "--prompts", str(prompts), "--output", str(out)]) == 2
+
+def test_prompts_a_tokenizerless_checkpoint_cannot_take(tmp_path, nld_tiny_dir, capsys):
+    prompts, out = tmp_path / "p.jsonl", tmp_path / "out.jsonl"
+    for line, message in [({"prompt": "hello"}, "has no tokenizer: give the prompts as JSONL"),
+                          ({"prompt_ids": [5, 512]}, r"p.jsonl:1: prompt token ids must be below the vocabulary size 512")]:
+        prompts.write_text(json.dumps(line) + "\n")
+        code = main(["distill-data", "--model", str(nld_tiny_dir), "--prompts", str(prompts), "--output", str(out)])
+        assert code == 2 and re.search(message, capsys.readouterr().err)
+        assert not out.exists() and not (tmp_path / "out.jsonl.tmp").exists()
 
 
 @pytest.mark.slow  # ~45 s on the shared 2-core machine (two model loads, 6 decodes)
@@ -138,8 +146,6 @@ def test_jsonl_prompts_system_and_answer_regeneration(tmp_path):
     ],
 )
 def test_bad_prompt_files_fail_before_loading_the_model(tmp_path, capsys, content, flags, message):
-    import re
-
     (tmp_path / "p.jsonl").write_text(content)
     out = tmp_path / "out.jsonl"
     out.write_text("previous\n")

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -150,7 +150,7 @@ def build_dataset(config: DataConfig, tokenizer: Any) -> PackedDataset:
         "dropped_tokens": n_tokens - n_seq * config.seq_len,
         "trained_tokens": int(loss_mask.sum()),
         "chat_template": chat,
-        "sources": {src: vars(c) for src, c in counts.items()},
+        "sources": {src: asdict(c) for src, c in counts.items()},
     }
     return PackedDataset(input_ids, loss_mask, summary)
 

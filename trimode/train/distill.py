@@ -40,6 +40,14 @@ class Prompt:
     messages: list[dict[str, Any]] | None  # chat prompts
     text: str | None  # --no-chat prompts
     ids: list[int] | None = None  # pre-tokenized prompts, used verbatim
+    where: str = ""  # file:line, for errors
+
+    def encode(self, tokenizer, template_vars: dict[str, Any]) -> list[int]:
+        if self.ids is not None:
+            return self.ids
+        if self.messages is not None:
+            return tokenizer.encode_chat(self.messages, **template_vars)
+        return tokenizer.encode(self.text)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -116,8 +124,12 @@ def answers(
     tok = loaded.tokenizer
     if tok is None and any(p.ids is None for p in prompts):
         raise UsageError(f"{loaded.source} has no tokenizer: give the prompts as JSONL {{\"prompt_ids\": [...]}} records")
-    ids = [p.ids if p.ids is not None else tok.encode_chat(p.messages, **(template_vars or {}))
-           if p.messages is not None else tok.encode(p.text) for p in prompts]
+    ids = [p.encode(tok, template_vars or {}) for p in prompts]
+    vocab = loaded.config.vocab_size
+    for p, row in zip(prompts, ids):
+        if any(t >= vocab for t in row):
+            raise UsageError(f"{p.where}: prompt token ids must be below the vocabulary size {vocab}, "
+                             f"got {[t for t in row if t >= vocab][:5]}")
     config = GenerationConfig(
         max_new_tokens=max_new_tokens, sampling=sampling, eos_token_ids=loaded.eos_token_ids,
         block_size=block_size or loaded.config.block_size or 32,
@@ -157,7 +169,8 @@ def read_prompts(path: Path, chat: bool, system: str | None = None) -> list[Prom
         for lineno, line in enumerate(fh, 1):
             line = line.rstrip("\r\n")
             if line.strip():
-                prompts.append(_prompt(f"{path}:{lineno}", line, path.suffix == ".jsonl", chat, system))
+                where = f"{path}:{lineno}"
+                prompts.append(dataclasses.replace(_prompt(where, line, path.suffix == ".jsonl", chat, system), where=where))
     if not prompts:
         raise DataError(f"prompt file {path} has no prompts")
     return prompts
