@@ -21,10 +21,12 @@ may mask (diffusion) only those positions; prompts of chat/SFT data are False.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +104,14 @@ class PackedDataset:
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         return {"input_ids": self.input_ids[i].long(), "loss_mask": self.loss_mask[i]}
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """A hash of the packed tokens and masks: a resumed run checks it sees the same data."""
+        h = hashlib.sha256()
+        h.update(self.input_ids.contiguous().numpy().data)
+        h.update(self.loss_mask.contiguous().numpy().data)
+        return h.hexdigest()[:16]
 
 
 def build_dataset(config: DataConfig, tokenizer: Any) -> PackedDataset:
