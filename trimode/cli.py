@@ -1,4 +1,4 @@
-"""Command line: ``trimode generate``, ``trimode bench``, ``trimode info``."""
+"""Command line: ``trimode generate``, ``trimode bench``, ``trimode info``, ``trimode distill-data``."""
 
 from __future__ import annotations
 
@@ -101,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_train_arguments(sub.add_parser("train", help="train: joint AR + diffusion, drafting adapter, or AR only"))
     add_export_arguments(sub.add_parser("export", help="write a model in the Nemotron-Labs-Diffusion HF layout"))
+    from .train import distill
+
+    distill.add_arguments(sub.add_parser("distill-data", help="write a JSONL of a model's own answers to prompts"))
     return parser
 
 
@@ -278,6 +281,10 @@ def main(argv: list[str] | None = None) -> int:
             from .train.cli import run_export
 
             return run_export(args)
+        if args.command == "distill-data":
+            from .train import distill
+
+            return distill.run(args)
         if args.command == "bench":
             from .bench import run_benchmark
 
@@ -292,4 +299,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the imported trimode.cli, not this __main__ copy: subcommand modules raise its UsageError.
+    from trimode.cli import main as _main
+
+    sys.exit(_main())

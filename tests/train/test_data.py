@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from trimode.tokenizer import Tokenizer
 from trimode.train.data import DataConfig, DataError, build_dataset
@@ -26,7 +25,7 @@ ZEPHYR = (
 CORPUS = ["hello there how are you", "the quick brown fox jumps over the lazy dog", "def f(x):\n    return x + 1\n"]
 
 
-def tiny_tokenizer(template: str | None = ZEPHYR) -> Tokenizer:
+def tiny_tokenizer(template: str | None = ZEPHYR, eos: str = "</s>") -> Tokenizer:
     from tokenizers import Tokenizer as Backend
     from tokenizers import decoders, models, pre_tokenizers, trainers
 
@@ -34,11 +33,11 @@ def tiny_tokenizer(template: str | None = ZEPHYR) -> Tokenizer:
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=400, special_tokens=["<s>", "</s>", "<|user|>", "<|assistant|>", "<|system|>"],
+        vocab_size=400, special_tokens=["<s>", "</s>", "<|user|>", "<|assistant|>", "<|system|>", "<|im_start|>", "<|im_end|>"],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
     )
     backend.train_from_iterator(CORPUS * 5, trainer)
-    return Tokenizer(backend, bos_token="<s>", eos_token="</s>", chat_template=template)
+    return Tokenizer(backend, bos_token="<s>", eos_token=eos, chat_template=template)
 
 
 @pytest.fixture(scope="module")
@@ -118,12 +117,12 @@ def test_jsonl_kinds_and_prompt_completion_mask(tmp_path):
     tok = tiny_tokenizer()
     path = write_jsonl(tmp_path / "d.jsonl", [{"text": "hello there"}, {"prompt": "how are", "completion": " you"}])
     ds = build_dataset(DataConfig((str(path),), seq_len=2), tok)
-    ids = torch.cat([ds[i]["input_ids"] for i in range(len(ds))]).tolist()
-    mask = torch.cat([ds[i]["loss_mask"] for i in range(len(ds))]).tolist()
-    n_text = len(tok.encode("hello there")) + 1
-    n_prompt = len(tok.encode("how are"))
-    assert all(mask[:n_text]) and not any(mask[n_text : n_text + n_prompt])
-    assert trained(tok, ids[n_text:], mask[n_text:]) == " you</s>"[: len(trained(tok, ids[n_text:], mask[n_text:]))]
+    eos = tok.backend.token_to_id("</s>")
+    text, prompt, answer = tok.encode("hello there") + [eos], tok.encode("how are"), tok.encode(" you") + [eos]
+    ids, mask = text + prompt + answer, [True] * len(text) + [False] * len(prompt) + [True] * len(answer)
+    n = ds.summary["packed_tokens"]
+    assert ds.input_ids.flatten().tolist() == ids[:n] and ds.loss_mask.flatten().tolist() == mask[:n]
+    assert len(ids) - n < 2
     assert ds.summary["sources"][str(path)]["kinds"] == {"text": 1, "prompt-completion": 1}
 
 
@@ -186,6 +185,20 @@ def test_tiny_zephyr_mask_is_exactly_what_follows_the_generation_prompt():
     assert sum(1 for t, m in zip(doc.ids, doc.mask) if t == eos and m) == 2
 
 
+def test_final_answer_rendered_differently_qwen3_style():
+    """Qwen3's template gives only a final answer an (empty) think block, so a non-final answer
+    rendered as the last message does not match the full conversation; the EOS still ends it."""
+    template = (
+        "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' }}"
+        "{% if m['role'] == 'assistant' and loop.last %}{{ '<think>\n\n</think>\n\n' }}{% endif %}"
+        "{{ m['content'] + '<|im_end|>' + '\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    )
+    tok = tiny_tokenizer(template, eos="<|im_end|>")
+    doc = TokenizerView(tok).chat(CONVERSATION)
+    assert trained(tok, doc.ids, doc.mask) == "Hello there<|im_end|><think>\n\n</think>\n\n4<|im_end|>"
+
+
 def test_template_without_end_tokens_gets_an_untrained_eos():
     plain = "{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '\n' }}{% endfor %}" \
             "{% if add_generation_prompt %}{{ 'assistant:' }}{% endif %}"
@@ -195,19 +208,25 @@ def test_template_without_end_tokens_gets_an_untrained_eos():
     assert doc.ids[-1] == tok.backend.token_to_id("</s>") and not doc.mask[-1]
 
 
-words = st.sampled_from(["hello", "there", "the", "fox", "x + 1", "dog", "return", "how", "\n", "ok?"])
-texts = st.lists(words, min_size=1, max_size=6).map(" ".join)
+WORDS = ["hello", "there", "the", "fox", "x + 1", "dog", "return", "how", "\n", "ok?"]
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(system=st.none() | texts, turns=st.lists(st.tuples(texts, texts), min_size=1, max_size=4))
-def test_tiny_chat_mask_property(system, turns):
+def random_conversation(rng: random.Random) -> list[dict[str, str]]:
+    def text() -> str:
+        return " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 6)))
+
+    system = [{"role": "system", "content": text()}] if rng.random() < 0.5 else []
+    turns = [m for _ in range(rng.randint(1, 4)) for m in ({"role": "user", "content": text()},
+                                                            {"role": "assistant", "content": text()})]
+    return system + turns
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_tiny_chat_mask_property(seed):
     """Each answer's trained run is exactly the tokens that follow the generation prompt of its
     prefix, through its EOS; nothing else is trained."""
     tok = tiny_tokenizer()
-    messages = ([{"role": "system", "content": system}] if system else []) + [
-        m for q, a in turns for m in ({"role": "user", "content": q}, {"role": "assistant", "content": a})
-    ]
+    messages = random_conversation(random.Random(seed))
     doc = TokenizerView(tok).chat(messages)
     expected = []
     for k, m in enumerate(messages):
@@ -234,13 +253,29 @@ def test_chat_modes_without_template(tmp_path):
     assert templated.summary["chat_template"] is False and bool(templated.loss_mask.all())
 
 
+def test_pre_tokenized_records_need_no_tokenizer(tmp_path):
+    path = write_jsonl(tmp_path / "ids.jsonl", [{"input_ids": [5, 6, 7], "loss_mask": [0, 1, 1]}, {"input_ids": [8, 9, 11]}])
+    ds = build_dataset(DataConfig((str(path),), seq_len=3), None)
+    assert ds.input_ids.tolist() == [[5, 6, 7], [8, 9, 11]]  # verbatim: no EOS added
+    assert ds.loss_mask.tolist() == [[False, True, True], [True, True, True]]
+    (tmp_path / "t.txt").write_text("hello")
+    with pytest.raises(DataError, match=r"t.txt: text needs a tokenizer, and none was given"):
+        build_dataset(DataConfig((str(tmp_path),), seq_len=3), None)
+    write_jsonl(path, [{"input_ids": [1, 2], "loss_mask": [True]}])
+    with pytest.raises(DataError, match=r"ids.jsonl:1: 'loss_mask' must be a list of 2 booleans"):
+        build_dataset(DataConfig((str(path),), seq_len=2), None)
+    write_jsonl(path, [{"input_ids": [1, "a"]}])
+    with pytest.raises(DataError, match=r"ids.jsonl:1: 'input_ids' must be a non-empty list of token ids"):
+        build_dataset(DataConfig((str(path),), seq_len=2), None)
+
+
 # ----------------------------------------------------------------- errors
 @pytest.mark.parametrize(
     "line, message",
     [
         ('{"text": "ok"', r"d.jsonl:2: invalid JSON"),
         ('["text"]', r"d.jsonl:2: expected a JSON object, got list"),
-        ('{"txt": "x"}', r"d.jsonl:2: expected a 'text', 'messages' or 'prompt'\+'completion' key, got keys \['txt'\]"),
+        ('{"txt": "x"}', r"d.jsonl:2: expected a 'text', 'messages', 'prompt'\+'completion' or 'input_ids' key, got keys \['txt'\]"),
         ('{"text": 3}', r"d.jsonl:2: 'text' must be a string"),
         ('{"messages": []}', r"d.jsonl:2: 'messages' must be a non-empty list"),
         ('{"messages": [{"role": "user"}]}', r"d.jsonl:2: message 0 must be an object with string 'role' and 'content'"),

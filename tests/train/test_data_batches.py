@@ -103,3 +103,6 @@ def test_bad_arguments_and_mismatched_state():
         Batches(data, global_batch=2, seed=1).load_state_dict(state)
     with pytest.raises(ValueError, match="saved state has sequences=4, this run has 5"):
         Batches(numbered(5), global_batch=2, seed=0).load_state_dict(state)
+    other = PackedDataset(numbered(4).input_ids + 1, numbered(4).loss_mask)  # same size, other tokens
+    with pytest.raises(ValueError, match="saved state has data="):
+        Batches(other, global_batch=2, seed=0).load_state_dict(state)

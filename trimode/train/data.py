@@ -5,13 +5,15 @@ Sources (``DataConfig.paths``, each a file or a directory; kinds are detected pe
   trained), ``{"messages": [{"role", "content"}, ...]}`` (chat/SFT: the chat template is applied and
   only assistant answers are trained, see :mod:`trimode.train.data_tokens`), or
   ``{"prompt": ..., "completion": ...}`` (raw concatenation, only the completion trained; what
-  ``trimode distill-data --no-chat`` writes). Blank lines are skipped.
+  ``trimode distill-data --no-chat`` writes), or pre-tokenized ``{"input_ids": [...], "loss_mask":
+  [...]}`` (used verbatim, EOS not added; ``loss_mask`` defaults to all True; the only kind that
+  needs no tokenizer, for checkpoints without one). Blank lines are skipped.
 * any other file given by name: plain text, one document per file.
 * directories, recursively in sorted order: ``.jsonl`` and ``.txt`` files as above, files with a
   ``code_suffixes`` suffix as plain-text documents; other files, hidden entries and ``__pycache__``
   are skipped (counted in ``summary``), as are files that are not UTF-8 text.
 
-Every document ends with EOS. Documents are concatenated in file order and cut into ``seq_len``
+Every document (pre-tokenized ones aside) ends with EOS. Documents are concatenated in file order and cut into ``seq_len``
 chunks; the last partial chunk is dropped (``summary["dropped_tokens"]``), so no sequence carries
 padding. ``loss_mask[i]`` is True where token i is a training target: the trainer predicts (AR) and
 may mask (diffusion) only those positions; prompts of chat/SFT data are False.
@@ -19,10 +21,12 @@ may mask (diffusion) only those positions; prompts of chat/SFT data are False.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +56,8 @@ class DataConfig:
     max_files: int | None = None  # cap for huge directories (e.g. the stdlib): the first N files in sorted order
 
     def __post_init__(self) -> None:
-        if isinstance(self.paths, (str, os.PathLike)):
-            object.__setattr__(self, "paths", (str(self.paths),))
+        paths = (self.paths,) if isinstance(self.paths, (str, os.PathLike)) else self.paths
+        object.__setattr__(self, "paths", tuple(str(p) for p in paths))
         if not self.paths:
             raise DataError("DataConfig.paths is empty; give at least one file or directory")
         if self.seq_len < 2:
@@ -101,9 +105,17 @@ class PackedDataset:
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         return {"input_ids": self.input_ids[i].long(), "loss_mask": self.loss_mask[i]}
 
+    @cached_property
+    def fingerprint(self) -> str:
+        """A hash of the packed tokens and masks: a resumed run checks it sees the same data."""
+        h = hashlib.sha256()
+        h.update(self.input_ids.contiguous().numpy().data)
+        h.update(self.loss_mask.contiguous().numpy().data)
+        return h.hexdigest()[:16]
+
 
 def build_dataset(config: DataConfig, tokenizer: Any) -> PackedDataset:
-    view = TokenizerView(tokenizer)
+    view = TokenizerView(tokenizer) if tokenizer is not None else None  # None: pre-tokenized records only
     files, counts = _discover(config)
     if not files:
         raise DataError(f"no data files in {list(config.paths)} (expected .jsonl, .txt or files ending in "
@@ -148,16 +160,24 @@ def build_dataset(config: DataConfig, tokenizer: Any) -> PackedDataset:
         "dropped_tokens": n_tokens - n_seq * config.seq_len,
         "trained_tokens": int(loss_mask.sum()),
         "chat_template": chat,
-        "sources": {src: vars(c) for src, c in counts.items()},
+        "sources": {src: asdict(c) for src, c in counts.items()},
     }
     return PackedDataset(input_ids, loss_mask, summary)
 
 
-def _chat_mode(chat: bool | None, view: TokenizerView) -> bool:
-    if chat and not view.has_chat_template:
+def _chat_mode(chat: bool | None, view: TokenizerView | None) -> bool:
+    has = view is not None and view.has_chat_template
+    if chat and not has:
         raise DataError("chat=True but the tokenizer has no chat template; use chat=False to train "
                         "conversations as plain text")
-    return view.has_chat_template if chat is None else chat
+    return has if chat is None else chat
+
+
+def _need(view: TokenizerView | None, where: str) -> TokenizerView:
+    if view is None:
+        raise DataError(f"{where}: text needs a tokenizer, and none was given (the checkpoint has none); "
+                        'use pre-tokenized JSONL records {"input_ids": [...], "loss_mask": [...]} instead')
+    return view
 
 
 # ----------------------------------------------------------------- files
@@ -206,7 +226,7 @@ def _kind(path: Path, code_suffixes: tuple[str, ...], explicit: bool) -> str | N
 
 
 # ----------------------------------------------------------------- documents
-def _documents(f: _File, view: TokenizerView, chat: bool, bar) -> Iterator[tuple[str, Document | None]]:
+def _documents(f: _File, view: TokenizerView | None, chat: bool, bar) -> Iterator[tuple[str, Document | None]]:
     """A file's documents; a file in a directory that is not UTF-8 text yields one None."""
     if f.kind != "jsonl":
         try:
@@ -219,7 +239,7 @@ def _documents(f: _File, view: TokenizerView, chat: bool, bar) -> Iterator[tuple
             return
         bar.update(f.path.stat().st_size)
         if text.strip():
-            yield f.kind, view.text(text)
+            yield f.kind, _need(view, str(f.path)).text(text)
         return
     with f.path.open("rb") as fh:
         for lineno, raw in enumerate(fh, 1):
@@ -228,7 +248,7 @@ def _documents(f: _File, view: TokenizerView, chat: bool, bar) -> Iterator[tuple
                 yield _record(f.path, lineno, raw, view, chat)
 
 
-def _record(path: Path, lineno: int, raw: bytes, view: TokenizerView, chat: bool) -> tuple[str, Document]:
+def _record(path: Path, lineno: int, raw: bytes, view: TokenizerView | None, chat: bool) -> tuple[str, Document]:
     where = f"{path}:{lineno}"
     try:
         obj = json.loads(raw)
@@ -238,8 +258,11 @@ def _record(path: Path, lineno: int, raw: bytes, view: TokenizerView, chat: bool
         raise DataError(f"{where}: invalid JSON ({err.msg} at column {err.colno}); expected one object per line") from None
     if not isinstance(obj, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    if "input_ids" in obj:
+        return "ids", _ids_record(where, obj)
+    view = _need(view, where)
     if "messages" in obj:
-        messages = _messages(where, obj["messages"])
+        messages = validate_messages(where, obj["messages"])
         try:
             return ("chat", view.chat(messages)) if chat else ("chat-text", view.chat_as_text(messages))
         except Exception as err:  # template errors: say which record
@@ -252,10 +275,22 @@ def _record(path: Path, lineno: int, raw: bytes, view: TokenizerView, chat: bool
         if not isinstance(obj["prompt"], str) or not isinstance(obj["completion"], str):
             raise DataError(f"{where}: 'prompt' and 'completion' must be strings")
         return "prompt-completion", view.prompt_completion(obj["prompt"], obj["completion"])
-    raise DataError(f"{where}: expected a 'text', 'messages' or 'prompt'+'completion' key, got keys {sorted(obj)}")
+    raise DataError(f"{where}: expected a 'text', 'messages', 'prompt'+'completion' or 'input_ids' key, "
+                    f"got keys {sorted(obj)}")
 
 
-def _messages(where: str, messages: Any) -> list[dict[str, Any]]:
+def _ids_record(where: str, obj: dict[str, Any]) -> Document:
+    ids, mask = obj["input_ids"], obj.get("loss_mask")
+    if not isinstance(ids, list) or not ids or not all(isinstance(t, int) and t >= 0 for t in ids):
+        raise DataError(f"{where}: 'input_ids' must be a non-empty list of token ids (integers >= 0)")
+    if mask is None:
+        mask = [True] * len(ids)
+    if not isinstance(mask, list) or len(mask) != len(ids) or not all(m in (0, 1) for m in mask):
+        raise DataError(f"{where}: 'loss_mask' must be a list of {len(ids)} booleans (one per input id)")
+    return Document(ids, [bool(m) for m in mask])
+
+
+def validate_messages(where: str, messages: Any) -> list[dict[str, Any]]:
     if not isinstance(messages, list) or not messages:
         raise DataError(f"{where}: 'messages' must be a non-empty list of {{'role', 'content'}} objects")
     for i, m in enumerate(messages):

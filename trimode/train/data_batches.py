@@ -3,8 +3,8 @@
 Epoch e visits the sequences in the order ``torch.randperm(N)`` drawn from a generator seeded with
 ``seed + e``; global batch b of the epoch is ``order[b*B:(b+1)*B]`` and rank r takes rows
 ``[r*B/W, (r+1)*B/W)`` of it. The state is only (epoch, position in global batches), so a run
-resumes exactly, also with a different number of ranks, as long as the data, global batch and seed
-are the same (checked on load).
+resumes exactly, also with a different number of ranks, as long as the data (a fingerprint of the
+packed tokens), global batch and seed are the same (checked on load).
 
 ``drop_last=True`` skips the last ``N mod B`` sequences of each epoch's order (different ones each
 epoch); ``drop_last=False`` fills the last batch from the start of the same epoch's order, so
@@ -86,12 +86,13 @@ class Batches:
 
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "position": self.position, "seed": self.seed,
-                "global_batch": self.global_batch, "sequences": len(self.dataset), "drop_last": self.drop_last}
+                "global_batch": self.global_batch, "sequences": len(self.dataset), "drop_last": self.drop_last,
+                "data": getattr(self.dataset, "fingerprint", None)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         mine = self.state_dict()
-        for key in ("seed", "global_batch", "sequences", "drop_last"):
-            if key in state and state[key] != mine[key]:
+        for key in ("seed", "global_batch", "sequences", "drop_last", "data"):
+            if state.get(key) is not None and mine[key] is not None and state[key] != mine[key]:
                 raise ValueError(
                     f"cannot resume the data order: the saved state has {key}={state[key]!r}, this run has "
                     f"{mine[key]!r} (the data, global batch and seed must match the interrupted run)"

@@ -75,16 +75,17 @@ class TokenizerView:
         messages = list(messages)
         full = self._render(messages, generation_prompt=False)
         mask = [False] * len(full)
-        for k, message in enumerate(messages):
-            if message["role"] != "assistant":
-                continue
-            start = _common_prefix(full, self._render(messages[:k], generation_prompt=True))
-            end = _common_prefix(full, self._render(messages[: k + 1], generation_prompt=False))
-            # The span may run past the turn's end token into the separator the template writes
-            # before the next turn (ChatML's "\n"): that separator is template, not answer.
-            ends = [i for i in range(start, end) if full[i] in self.eos_ids]
-            if ends:
-                end = ends[-1] + 1
+        answers = [k for k, m in enumerate(messages) if m["role"] == "assistant"]
+        starts = [_common_prefix(full, self._render(messages[:k], generation_prompt=True)) for k in answers]
+        for n, (k, start) in enumerate(zip(answers, starts)):
+            # What the model generates after the generation prompt, through the EOS that stops it.
+            # The turn rendered as the last message bounds it for templates without end tokens;
+            # it may differ from the full rendering (Qwen3 adds an empty think block to a final
+            # answer only), in which case the first EOS alone decides.
+            turn_end = _common_prefix(full, self._render(messages[: k + 1], generation_prompt=False))
+            limit = starts[n + 1] if n + 1 < len(starts) else len(full)
+            eos = next((i for i in range(start, limit) if full[i] in self.eos_ids), None)
+            end = eos + 1 if eos is not None and (eos < turn_end or turn_end <= start) else turn_end
             for i in range(start, end):
                 mask[i] = True
         # Documents are separated by EOS when packed. A chat already ends with its last turn's end
