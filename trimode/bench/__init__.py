@@ -53,4 +53,8 @@ def run_benchmark(name: str, argv: list[str]) -> int:
         from .modes import main
 
         return main(argv)
+    if name == "serve-load":
+        from .serve_load import main
+
+        return main(argv)
     raise ValueError(f"unknown benchmark {name!r}")
