@@ -8,7 +8,6 @@ import time
 
 import pytest
 import torch
-
 from conftest import tri_tiny  # pytest puts tests/ on sys.path
 
 from trimode.decoding import GenerationConfig, decoder_for
@@ -118,7 +117,7 @@ def test_auto_switches_mode_as_the_load_falls(model):
     """Four rows above the threshold decode by AR; once short ones leave, the long one speculates."""
     engine = Engine(model, spec_max_rows=1)
     try:
-        long_req, long_box = submit(engine, [5, 6, 7], 40, mode="auto")
+        _, long_box = submit(engine, [5, 6, 7], 40, mode="auto")
         short = [submit(engine, [8 + i], 3, mode="auto") for i in range(3)]
         tokens, done = collect(long_box)
         for _, box in short:

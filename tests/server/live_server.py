@@ -39,18 +39,18 @@ def free_port() -> int:
 
 
 class LiveServer:
-    def __init__(self, model, *, eos=(), max_context=256, mode="ar", block_size=4, **engine_kw) -> None:
+    def __init__(self, model, *, eos=(), max_context=256, mode="ar", block_size=4, tokenizer=None, **engine_kw) -> None:
         self.engine = Engine(model, **engine_kw)
         self.config = ServerConfig(model_name="tiny", mode=mode, block_size=block_size,
                                    max_context=max_context, max_prompt_tokens=max_context - 1)
-        self.tokenizer = char_tokenizer()
+        self.tokenizer = tokenizer or char_tokenizer()
         app = create_app(self.engine, self.tokenizer, tuple(eos), self.config)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
-    def __enter__(self) -> "LiveServer":
+    def __enter__(self):
         # The tiny model gains nothing from intra-op threads, and on a busy machine their
         # spin-waiting makes every forward many times slower.
         self.threads = torch.get_num_threads()

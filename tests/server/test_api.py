@@ -4,13 +4,11 @@ frees the cache rows. One real uvicorn server on a free port serves a tiny tri-m
 
 from __future__ import annotations
 
-import json
 import time
 
 import httpx
 import openai
 import pytest
-
 from conftest import tri_tiny  # pytest puts tests/ on sys.path
 from live_server import LiveServer  # tests/server is on sys.path too
 

@@ -9,7 +9,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-
 from conftest import tri_tiny  # pytest puts tests/ on sys.path
 from live_server import LiveServer
 

@@ -7,10 +7,9 @@ import json
 
 import httpx
 import pytest
+from conftest import tri_tiny  # pytest puts tests/ on sys.path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from conftest import tri_tiny  # pytest puts tests/ on sys.path
 from live_server import LiveServer
 
 scalars = st.one_of(

@@ -124,7 +124,7 @@ class Engine:
                     self._reap()
                     self._admit()
                     self._step_one()
-                except Exception as err:  # a bug in bookkeeping fails the running requests, not the server
+                except Exception as err:  # noqa: BLE001 -- a bug in bookkeeping fails the running requests, not the server
                     for key in list(self._batches):
                         self._drop(key, [], err)
 
@@ -185,7 +185,7 @@ class Engine:
                     self._owner[id(req.row)] = req
                     rows.append(req.row)
                 decoder.join(batch, rows)
-            except Exception as err:  # a failed prefill fails this batch's requests, not the server
+            except Exception as err:  # noqa: BLE001 -- a failed prefill fails this batch's requests, not the server
                 self._drop(key, reqs, err)
                 continue
             self._publish(reqs)
@@ -199,7 +199,7 @@ class Engine:
         batch.load = sum(len(b.rows) for b in self._batches.values()) + len(self._waiting)
         try:
             self.decoders[key[0]].step(batch)
-        except Exception as err:
+        except Exception as err:  # noqa: BLE001 -- a failing step fails its batch, not the server
             self._drop(key, [], err)
             return
         self._publish([self._owner[id(r)] for r in batch.rows])
