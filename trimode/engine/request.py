@@ -44,8 +44,12 @@ class Request:
 
     @property
     def reservation(self) -> int:
-        """Cache tokens this request may occupy: prompt, budget, and one block of drafts/masks."""
-        return len(self.prompt) + self.config.max_new_tokens + self.config.block_size + 1
+        """Cache tokens this request may occupy: prompt, budget, and the slots a step writes
+        beyond the kept tokens (one block of drafts/masks; the whole B x (B+1) grid for
+        quadratic self-speculation)."""
+        b = self.config.block_size
+        scratch = b * (b + 1) if self.mode == "quadratic-spec" else b
+        return len(self.prompt) + self.config.max_new_tokens + scratch + 1
 
     def usage(self) -> dict[str, Any]:
         row = self.row

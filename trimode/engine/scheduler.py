@@ -100,7 +100,14 @@ class Engine:
 
     def metrics(self) -> dict[str, Any]:
         """A snapshot for /metrics (read without locking: values may be one step stale)."""
-        batches = list(self._batches.items())
+        for _ in range(100):  # the engine thread may change the dict while it is copied
+            try:
+                batches = list(self._batches.items())
+                break
+            except RuntimeError:
+                continue
+        else:
+            batches = []
         return {
             "active_requests": len(self._running),
             "waiting_requests": len(self._waiting) + self._pending,
