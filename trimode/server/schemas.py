@@ -53,16 +53,9 @@ class CompletionRequest(_Common):
     prompt: Annotated[str, Field(min_length=1)] | Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)] | Annotated[list[str], Field(min_length=1, max_length=1)] = Field(
         description="text, or token ids (a batch of several prompts is not supported: send one request each)"
     )
-    echo: bool = Field(default=False, description="only false is supported")
+    echo: Literal[False] = Field(default=False, description="only false is supported")
     logprobs: None = None
     suffix: None = None
-
-    @field_validator("echo")
-    @classmethod
-    def _no_echo(cls, v):
-        if v:
-            raise ValueError("echo is not supported")
-        return v
 
 
 class ContentPart(BaseModel):
@@ -84,11 +77,4 @@ class Message(BaseModel):
 class ChatRequest(_Common):
     messages: list[Message] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
-    logprobs: bool | None = Field(default=None, description="only false is supported")
-
-    @field_validator("logprobs")
-    @classmethod
-    def _no_logprobs(cls, v):
-        if v:
-            raise ValueError("logprobs are not supported")
-        return v
+    logprobs: Literal[False] | None = Field(default=None, description="only false is supported")
