@@ -136,3 +136,28 @@ def test_write_beyond_capacity_is_an_error():
     cache = KVCache(1, 1, 1, 4, 2)
     with pytest.raises(ValueError, match="capacity"):
         cache.write(0, torch.zeros(1, 1, 3, 4), torch.zeros(1, 1, 3, 4))
+
+
+def test_rows_join_and_leave_between_forwards(model):
+    """add_rows/remove_rows: each remaining row continues exactly as it would alone."""
+    prompts = [ids(n, 20 + n) for n in (5, 9, 3, 7)]
+
+    def prefilled(p):
+        cache = KVCache.for_model(model, 1, 16)
+        model(p, cache=cache)
+        cache.advance(p.shape[1])
+        return cache
+
+    cache = prefilled(prompts[0])
+    for p in prompts[1:]:
+        cache.add_rows(prefilled(p))  # grows the row slots and the capacity as needed
+    assert cache.lengths == [5, 9, 3, 7] and cache.slots >= 4
+    order = cache.remove_rows([0, 2])
+    assert order == [3, 1] and cache.lengths == [7, 9]  # the last row moved into the first hole
+    step = torch.tensor([[11], [12]])
+    got = model(step, cache=cache)
+    for b, src in enumerate(order):
+        ref = model(step[b : b + 1], cache=prefilled(prompts[src]))
+        assert (got[b] - ref[0]).abs().max() < TOL
+    with pytest.raises(ValueError, match="within 0..1"):
+        cache.remove_rows([2])

@@ -7,6 +7,11 @@ lens[b]..lens[b]+T-1 of each row and attends over the buffer; whether those slot
 the cache is decided afterwards by :meth:`KVCache.advance` (append) or by leaving ``lens`` alone
 (read-only: a diffusion denoising step or a draft). Stale slots beyond ``lens`` are never visible
 (see :func:`trimode.masks.over_cache`), so "rollback" is only a change of ``lens``.
+
+Rows can join and leave between forwards (continuous batching): :meth:`KVCache.add_rows` appends
+the rows of another cache (a prefill done on its own), :meth:`KVCache.remove_rows` drops rows by
+moving the last rows into the holes, so a departure copies one row instead of the whole batch.
+Buffers keep spare row slots (grown by doubling), so a join rarely reallocates.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ class KVCache:
         self.num_layers, self.batch, self.kv_heads, self.head_dim = num_layers, batch, kv_heads, head_dim
         self.dtype, self.device = dtype, torch.device(device)
         self.capacity = capacity
+        self.slots = batch  # rows allocated; ``batch`` of them are in use (forwards see only those)
         shape = (batch, kv_heads, capacity, head_dim)
         self.k = [torch.zeros(shape, dtype=dtype, device=self.device) for _ in range(num_layers)]
         self.v = [torch.zeros(shape, dtype=dtype, device=self.device) for _ in range(num_layers)]
@@ -61,7 +67,7 @@ class KVCache:
 
     @property
     def uniform(self) -> bool:
-        return min(self._lens) == max(self._lens)
+        return not self._lens or min(self._lens) == max(self._lens)
 
     def _set_lens(self, lens: Sequence[int]) -> None:
         self._lens = [int(x) for x in lens]
@@ -94,15 +100,53 @@ class KVCache:
         """Grow (by doubling) so that ``needed`` slots fit; existing content is kept."""
         if needed <= self.capacity:
             return
-        new_cap = max(needed, 2 * self.capacity)
+        self._reallocate(self.slots, max(needed, 2 * self.capacity))
+
+    def _reallocate(self, slots: int, capacity: int) -> None:
+        used = max(self._lens, default=0)
         for store in (self.k, self.v):
             for i, buf in enumerate(store):
-                grown = torch.zeros(
-                    (self.batch, self.kv_heads, new_cap, self.head_dim), dtype=self.dtype, device=self.device
-                )
-                grown[:, :, : self.capacity] = buf
+                grown = torch.zeros((slots, self.kv_heads, capacity, self.head_dim), dtype=self.dtype, device=self.device)
+                grown[: self.batch, :, :used] = buf[: self.batch, :, :used]
                 store[i] = grown
-        self.capacity = new_cap
+        self.slots, self.capacity = slots, capacity
+
+    # ----------------------------------------------------------------- rows joining and leaving
+    def add_rows(self, other: "KVCache") -> None:
+        """Append ``other``'s rows (with their cached tokens) after this cache's rows."""
+        if (other.num_layers, other.kv_heads, other.head_dim, other.dtype) != (
+            self.num_layers, self.kv_heads, self.head_dim, self.dtype
+        ):
+            raise ValueError("add_rows needs a cache of the same model and dtype")
+        n, k = self.batch, other.batch
+        used = max(other._lens, default=0)
+        if n + k > self.slots or used > self.capacity:
+            self._reallocate(max(n + k, 2 * self.slots if n + k > self.slots else self.slots), max(used, self.capacity))
+        for mine, theirs in zip(self.k + self.v, other.k + other.v):
+            mine[n : n + k, :, :used] = theirs[:k, :, :used].to(self.device)
+        self.batch = n + k
+        self._set_lens(self._lens + other._lens)
+
+    def remove_rows(self, rows: Sequence[int]) -> list[int]:
+        """Drop the given rows; rows from the end move into the holes (one row copy each).
+
+        Returns, for each remaining row in its new place, its old index.
+        """
+        gone = set(rows)
+        if any(not 0 <= r < self.batch for r in gone):
+            raise ValueError(f"remove_rows: rows {sorted(gone)} must be within 0..{self.batch - 1}")
+        keep = self.batch - len(gone)
+        order = list(range(keep))
+        movers = [r for r in range(keep, self.batch) if r not in gone]
+        holes = [r for r in range(keep) if r in gone]
+        for hole, src in zip(holes, movers):
+            used = self._lens[src]
+            for buf in self.k + self.v:
+                buf[hole, :, :used] = buf[src, :, :used]
+            order[hole] = src
+        self.batch = keep
+        self._set_lens([self._lens[o] for o in order])
+        return order
 
     # ----------------------------------------------------------------- per-layer I/O
     def write(self, layer: int, k_new: torch.Tensor, v_new: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -118,7 +162,7 @@ class KVCache:
                 f"forward of {t} tokens on cached length {max(self._lens)} needs {end} slots; "
                 f"cache capacity is {self.capacity} (call ensure_capacity first)"
             )
-        kb, vb = self.k[layer], self.v[layer]
+        kb, vb = self.k[layer][: self.batch], self.v[layer][: self.batch]
         k_new, v_new = k_new.to(self.dtype), v_new.to(self.dtype)
         if torch.is_grad_enabled() and (k_new.requires_grad or v_new.requires_grad) and self.uniform:
             # Gradients through the new K/V (e.g. a drafter trained over its verifier's cache): store

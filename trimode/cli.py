@@ -91,8 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
 
     b = sub.add_parser("bench", help="benchmarks (prints a table and a JSON line)")
-    b.add_argument("name", choices=["ar-vs-transformers", "modes", "train-tiny"], help="which benchmark")
+    b.add_argument("name", choices=["ar-vs-transformers", "modes", "train-tiny", "serve-load"], help="which benchmark")
     b.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the benchmark (see --help after the name)")
+
+    from .server.cli import add_arguments as add_serve_arguments
+
+    add_serve_arguments(sub.add_parser("serve", help="OpenAI-compatible server (needs the 'serve' extra)"))
 
     i = sub.add_parser("info", help="describe a checkpoint")
     _add_model_args(i)
@@ -285,6 +289,10 @@ def main(argv: list[str] | None = None) -> int:
             from .train import distill
 
             return distill.run(args)
+        if args.command == "serve":
+            from .server.cli import run as serve
+
+            return serve(args)
         if args.command == "bench":
             from .bench import run_benchmark
 

@@ -57,4 +57,8 @@ def run_benchmark(name: str, argv: list[str]) -> int:
         from .train_tiny import main
 
         return main(argv)
+    if name == "serve-load":
+        from .serve_load import main
+
+        return main(argv)
     raise ValueError(f"unknown benchmark {name!r}")

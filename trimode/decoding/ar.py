@@ -4,31 +4,20 @@ from __future__ import annotations
 
 import torch
 
-from ..sampling import select
-from .base import DecodeStats, Decoder, GenerationConfig
+from .base import Batch, Decoder, GenerationConfig
 
 
 class ARDecoder(Decoder):
     mode = "ar"
 
-    def _generate(
-        self, prompts: list[list[int]], config: GenerationConfig, stats: DecodeStats
-    ) -> tuple[list[list[int]], list[str]]:
-        batch = len(prompts)
-        cache, generators, rows = self.start(prompts, config, config.max_new_tokens + 1)
-        logits = self.prefill(prompts, cache, stats)
-        while True:
-            next_ids = select(logits, config.sampling, generators).tolist()
-            grew = [len(rows.offer(b, [next_ids[b]])) if rows.active(b) else 0 for b in range(batch)]
-            if rows.done:
-                break
-            # Finished rows ride along (their forward is discarded and their cache not advanced)
-            # so that the batch keeps one shape; the mask hides their stale slots.
-            logits = self.model(self.last_tokens(rows), cache.lens[:, None], cache, pattern="causal", logits_at="last")[:, 0]
-            logits = self.suppress(logits)
-            cache.advance(grew)
-            stats.forwards["decode"] += 1
-        return rows.tokens, [str(f) for f in rows.finish]
+    def step(self, batch: Batch) -> None:
+        # Invariant shared with linear self-speculation: the cache holds the prompt and every
+        # emitted token but the last, which is the next forward's input.
+        rows, cache = batch.rows, batch.cache
+        logits = self.model(self.last_tokens(rows), cache.lens[:, None], cache, pattern="causal", logits_at="last")
+        self.count(batch, "decode", rows)
+        cache.advance(1)
+        self.choose(self.suppress(logits[:, 0]), rows)
 
 
 def greedy_ar(model: torch.nn.Module, prompt: list[int], max_new_tokens: int, eos: tuple[int, ...] = ()) -> list[int]:

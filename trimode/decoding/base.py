@@ -115,64 +115,118 @@ class GenerationResult:
     stats: DecodeStats
 
 
-class Rows:
-    """Per-row output and stopping state: EOS (kept), max_new_tokens, stop condition, forced tokens.
+class Row:
+    """One sequence being decoded: its prompt, its own settings and random stream, its output and
+    stopping state (EOS kept, max_new_tokens, stop condition, forced tokens), and what it cost.
 
     Decoders *offer* the tokens they decided; :meth:`offer` returns what was actually emitted: a
     prefix of the offer, cut where the row finished, or ending in a forced token that replaced the
     offered one (everything the decoder decided after that point is void).
     """
 
-    def __init__(self, batch: int, config: GenerationConfig) -> None:
+    def __init__(
+        self, prompt: Sequence[int], config: GenerationConfig, index: int = 0, generator: torch.Generator | None = None
+    ) -> None:
+        self.prompt = [int(t) for t in prompt]
         self.config = config
+        self.index = index  # the row number that config.force refers to
+        if generator is None and not config.sampling.greedy:
+            seeds = None if config.seeds is None else [config.seeds[index]]
+            generator = make_generators(config.sampling, 1, seeds)[0]
+        self.generator = generator
         self.eos = set(config.eos_token_ids)
-        self.tokens: list[list[int]] = [[] for _ in range(batch)]
-        self.finish: list[str | None] = [None] * batch
-
-    def active(self, b: int) -> bool:
-        return self.finish[b] is None
-
-    @property
-    def active_rows(self) -> list[int]:
-        return [b for b, f in enumerate(self.finish) if f is None]
+        self.tokens: list[int] = []
+        self.finish: str | None = None
+        self.forwards: Counter = Counter()  # forwards whose output this row used, by kind
+        self.accepted_lengths: list[int] = []  # self-speculation, per cycle
+        self.block_steps: list[int] = []  # diffusion, denoising steps per block
+        self.block_commits: list[list[int]] = []  # diffusion, per block and step: slots committed
+        self.state: Any = None  # what a mode carries from one step to the next (e.g. a draft)
 
     @property
-    def done(self) -> bool:
-        return all(f is not None for f in self.finish)
+    def active(self) -> bool:
+        return self.finish is None
 
-    def last(self, b: int) -> int:
-        return self.tokens[b][-1]
+    @property
+    def nfe(self) -> int:
+        return sum(self.forwards.values())
 
-    def remaining(self, b: int) -> int:
-        return self.config.max_new_tokens - len(self.tokens[b])
+    def last(self) -> int:
+        return self.tokens[-1]
 
-    def forced(self, b: int) -> int | None:
-        return None if self.config.force is None else self.config.force(b, self.tokens[b])
+    def remaining(self) -> int:
+        return self.config.max_new_tokens - len(self.tokens)
 
-    def offer(self, b: int, new: Sequence[int]) -> list[int]:
+    def forced(self) -> int | None:
+        return None if self.config.force is None else self.config.force(self.index, self.tokens)
+
+    def offer(self, new: Sequence[int]) -> list[int]:
         emitted: list[int] = []
         for tok in new:
-            if self.finish[b] is not None:
+            if self.finish is not None:
                 break
             tok = int(tok)
-            forced = self.forced(b)
+            forced = self.forced()
             replaced = forced is not None and forced != tok
             tok = forced if replaced else tok
-            self.tokens[b].append(tok)
+            self.tokens.append(tok)
             emitted.append(tok)
             if tok in self.eos:
-                self.finish[b] = "eos"
-            elif len(self.tokens[b]) >= self.config.max_new_tokens:
-                self.finish[b] = "length"
-            elif self.config.stop is not None and self.config.stop(self.tokens[b]):
-                self.finish[b] = "stop"
+                self.finish = "eos"
+            elif len(self.tokens) >= self.config.max_new_tokens:
+                self.finish = "length"
+            elif self.config.stop is not None and self.config.stop(self.tokens):
+                self.finish = "stop"
             if replaced:
                 break
         return emitted
 
 
+class Batch:
+    """Rows decoding together in one mode: row i of ``cache`` belongs to ``rows[i]``.
+
+    Rows join (:meth:`Decoder.join`) and leave (:meth:`remove`) between steps; ``settings`` holds
+    what all rows must share because it shapes the forwards (block size, thresholds, step budget,
+    attention pattern, adapter use); everything else (sampling, seed, budget, EOS, stop) is per row.
+    """
+
+    def __init__(self, mode: str, settings: GenerationConfig) -> None:
+        self.settings = settings
+        self.rows: list[Row] = []
+        self.cache: KVCache | None = None
+        self.stats = DecodeStats(mode=mode)  # batch forwards: one forward over the batch counts once
+        self.load: int | None = None  # how many rows the caller is decoding in all (for mode policies)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def attach(self, rows: Sequence[Row], cache: KVCache) -> None:
+        """Add rows whose prompts were prefilled into ``cache`` (one cache row per row)."""
+        if self.cache is None:
+            self.cache = cache
+        else:
+            self.cache.add_rows(cache)
+        self.rows += list(rows)
+
+    def remove(self, rows: Sequence[Row]) -> None:
+        gone = {id(r) for r in rows}
+        index = [i for i, r in enumerate(self.rows) if id(r) in gone]
+        if not index:
+            return
+        order = self.cache.remove_rows(index)
+        self.rows = [self.rows[o] for o in order]
+
+    def remove_finished(self) -> list[Row]:
+        done = [r for r in self.rows if not r.active]
+        self.remove(done)
+        return done
+
+
 class Decoder(ABC):
-    """One decoding mode. Subclasses implement :meth:`_generate` on validated prompts."""
+    """One decoding mode, step-wise: :meth:`open` a :class:`Batch`, :meth:`join` rows to it (their
+    prefill and first decision), :meth:`step` it (one cycle of the mode for every row), remove
+    finished rows; rows may join and leave between steps. :meth:`generate` is that loop for a
+    fixed set of prompts."""
 
     mode: str = ""
 
@@ -193,43 +247,82 @@ class Decoder(ABC):
         prompts = [list(map(int, p)) for p in prompts]
         if not prompts:
             raise ValueError("no prompts given")
-        vocab = self.model.config.vocab_size
         for i, p in enumerate(prompts):
-            if not p:
-                raise ValueError(f"prompt {i} is empty; at least one token (e.g. BOS) is needed")
-            bad = [t for t in p if not 0 <= t < vocab]
-            if bad:
-                raise ValueError(f"prompt {i} has token ids outside the vocabulary [0, {vocab}): {bad[:5]}")
+            self.check_prompt(p, f"prompt {i}")
         if config.seeds is not None and len(config.seeds) != len(prompts):
             raise ValueError(f"{len(config.seeds)} seeds given for {len(prompts)} prompts")
-        stats = DecodeStats(mode=self.mode)
+        generators = None if config.sampling.greedy else make_generators(config.sampling, len(prompts), config.seeds)
+        rows = [Row(p, config, b, None if generators is None else generators[b]) for b, p in enumerate(prompts)]
         start = time.perf_counter()
+        batch = self.open(config)
         with torch.inference_mode():
-            sequences, finish = self._generate(prompts, config, stats)
+            self.join(batch, rows)
+            while True:
+                batch.remove_finished()
+                if not batch.rows:
+                    break
+                self.step(batch)
+        stats = batch.stats
         stats.elapsed_s = time.perf_counter() - start
-        stats.tokens_per_row = [len(s) for s in sequences]
+        stats.tokens_per_row = [len(r.tokens) for r in rows]
         stats.generated_tokens = sum(stats.tokens_per_row)
-        return GenerationResult(sequences, finish, stats)
+        if any(r.accepted_lengths for r in rows):
+            stats.accepted_lengths = [r.accepted_lengths for r in rows]
+        if any(r.block_commits for r in rows):
+            stats.block_steps = [r.block_steps for r in rows]
+            stats.block_commits = [r.block_commits for r in rows]
+        return GenerationResult([r.tokens for r in rows], [str(r.finish) for r in rows], stats)
+
+    def check_prompt(self, prompt: Sequence[int], name: str = "prompt") -> None:
+        if not prompt:
+            raise ValueError(f"{name} is empty; at least one token (e.g. BOS) is needed")
+        vocab = self.model.config.vocab_size
+        bad = [t for t in prompt if not 0 <= t < vocab]
+        if bad:
+            raise ValueError(f"{name} has token ids outside the vocabulary [0, {vocab}): {bad[:5]}")
+
+    # ----------------------------------------------------------------- the step API
+    def open(self, settings: GenerationConfig) -> Batch:
+        """An empty batch for rows sharing ``settings``' forward-shaping fields (checked here)."""
+        return Batch(self.mode, settings)
+
+    def join(self, batch: Batch, rows: Sequence[Row]) -> None:
+        """Prefill the new rows, make their first decision, and add them to the batch. The default
+        (AR-style): a causal prefill whose last logit gives each row its first token."""
+        rows = list(rows)
+        logits = self.prefill(batch, rows, self.cache_extra(batch.settings))
+        self.choose(logits, rows)
 
     @abstractmethod
-    def _generate(
-        self, prompts: list[list[int]], config: GenerationConfig, stats: DecodeStats
-    ) -> tuple[list[list[int]], list[str]]: ...
+    def step(self, batch: Batch) -> None:
+        """One cycle of the mode over every row of the batch (all active)."""
 
-    # ----------------------------------------------------------------- shared steps
-    def new_cache(self, prompts: list[list[int]], extra: int) -> KVCache:
-        return KVCache.for_model(self.model, len(prompts), max(len(p) for p in prompts) + extra)
+    def cache_extra(self, settings: GenerationConfig) -> int:
+        """Cache slots a row needs beyond its prompt (more are grown on demand)."""
+        return settings.max_new_tokens + 1
 
-    def start(
-        self, prompts: list[list[int]], config: GenerationConfig, cache_extra: int
-    ) -> tuple[KVCache, list[torch.Generator] | None, Rows]:
-        """The state every mode begins with: a cache, one RNG per row (when sampling), row states."""
-        generators = None if config.sampling.greedy else make_generators(config.sampling, len(prompts), config.seeds)
-        return self.new_cache(prompts, cache_extra), generators, Rows(len(prompts), config)
+    # ----------------------------------------------------------------- shared pieces
+    def count(self, batch: Batch, kind: str, rows: Sequence[Row]) -> None:
+        """Record one forward over the batch, used by ``rows``."""
+        batch.stats.forwards[kind] += 1
+        for row in rows:
+            row.forwards[kind] += 1
 
-    def last_tokens(self, rows: Rows) -> torch.Tensor:
+    def last_tokens(self, rows: Sequence[Row]) -> torch.Tensor:
         """Each row's last emitted token as a [B, 1] column (the next forward's first input)."""
-        return torch.tensor([[rows.last(b)] for b in range(len(rows.tokens))], device=self.device)
+        return torch.tensor([[row.last()] for row in rows], device=self.device)
+
+    def choose(self, logits: torch.Tensor, rows: Sequence[Row], which: Sequence[int] | None = None) -> None:
+        """Offer each listed row (default: all) its next token drawn from its AR logits [B, V] with
+        its own sampling settings; per-row draws keep a row's random stream independent of its batch."""
+        which = range(len(rows)) if which is None else which
+        best = logits.argmax(-1).tolist()
+        for b in which:
+            row = rows[b]
+            if row.config.sampling.greedy:
+                row.offer([best[b]])
+            else:
+                row.offer([int(select(logits[b : b + 1], row.config.sampling, [row.generator])[0])])
 
     def require_mask_id(self) -> int:
         mask_id = self.model.config.mask_token_id
@@ -246,23 +339,17 @@ class Decoder(ABC):
             raise ValueError(f"{self.mode} needs block_size >= 2 (a seed and a draft), got {config.block_size}")
         return config.block_size
 
-    @staticmethod
-    def offer_seeds(logits: torch.Tensor, rows: Rows, which, config: GenerationConfig, generators) -> None:
-        """Offer each listed row its next token drawn from its AR logits [B, V]; per-row draws keep
-        a row's random stream independent of its batch."""
-        for b in which:
-            gens = None if generators is None else [generators[b]]
-            rows.offer(b, [int(select(logits[b : b + 1], config.sampling, gens)[0])])
-
     def prefill(
-        self, prompts: list[list[int]], cache: KVCache, stats: DecodeStats, pattern: str = "causal"
+        self, batch: Batch, rows: list[Row], extra: int, pattern: str = "causal"
     ) -> torch.Tensor:
-        """Forward over the prompts; appends them to the cache and returns the last prompt
-        position's logits [B, V] (the AR prediction of the first new token)."""
+        """Forward the new rows' prompts into a cache of their own, attach them to the batch, and
+        return the last prompt position's logits [B, V] (the AR prediction of the first new token)."""
         start = time.perf_counter()
-        logits = self.append(prompts, cache, pattern)
-        stats.forwards["prefill"] += 1
-        stats.prefill_s = time.perf_counter() - start
+        cache = KVCache.for_model(self.model, len(rows), max(len(r.prompt) for r in rows) + extra)
+        logits = self.append([r.prompt for r in rows], cache, pattern)
+        batch.attach(rows, cache)
+        self.count(batch, "prefill", rows)
+        batch.stats.prefill_s += time.perf_counter() - start
         return logits
 
     def append(self, pieces: Sequence[Sequence[int]], cache: KVCache, pattern: str = "causal") -> torch.Tensor:

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 import torch
 
-from ..cache import KVCache
-from ..model.transformer import Transformer
 from ..sampling import SamplingParams, candidates
-from .base import DecodeStats
+from .base import Batch, Decoder, Row
+
+GREEDY = SamplingParams()
 
 
 @dataclass
@@ -28,7 +28,7 @@ class DenoiseResult:
     tokens: torch.Tensor  # [B, T] with every needed slot filled
     steps: list[int]  # denoising forwards that updated each row
     commits: list[list[int]]  # per row, slots committed by each of its forwards
-    q: torch.Tensor | None  # [B, T, V]: the distribution each slot was drawn from (sampling only)
+    q: torch.Tensor | None  # [B, T, V]: the distribution each sampled slot was drawn from (else None)
 
 
 def quota_schedule(masks: int, steps: int) -> list[int]:
@@ -47,9 +47,30 @@ def _settled(tokens: list[int], masked: list[bool], needed: int, eos: set[int]) 
     return True
 
 
+def row_candidates(
+    logits: torch.Tensor, rows: Sequence[Row], which: Sequence[int], exclude: int | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """:func:`~trimode.sampling.candidates` for logits [B, T, V], each listed row drawing with its
+    own sampling settings and generator (rows sharing settings are drawn in one call)."""
+    tokens, conf, _ = candidates(logits, GREEDY, None, which, exclude=exclude)
+    groups: dict[SamplingParams, list[int]] = {}
+    for b in which:
+        if not rows[b].config.sampling.greedy:
+            groups.setdefault(rows[b].config.sampling, []).append(b)
+    probs = None
+    for params, members in groups.items():
+        idx = torch.tensor(members, device=logits.device)
+        t, c, p = candidates(logits[idx], params, [rows[b].generator for b in members], range(len(members)), exclude)
+        tokens[idx], conf[idx] = t, c
+        if probs is None:
+            probs = torch.zeros(logits.shape, dtype=p.dtype, device=p.device)
+        probs[idx] = p
+    return tokens, conf, probs
+
+
 def denoise_block(
-    model: Transformer,
-    cache: KVCache,
+    decoder: Decoder,
+    batch: Batch,
     block: torch.Tensor,
     positions: torch.Tensor,
     rows: Sequence[int],
@@ -58,37 +79,33 @@ def denoise_block(
     mask_id: int,
     threshold: float | None,
     max_steps: int,
-    sampling: SamplingParams,
-    generators: Sequence[torch.Generator] | None,
-    stats: DecodeStats,
     kind: str,
     needed: Sequence[int] | None = None,
-    eos: Sequence[int] = (),
     adapter: str | None = None,
 ) -> DenoiseResult:
-    batch, width = block.shape
+    width = block.shape[1]
+    members, cache = batch.rows, batch.cache
     # Which slots are masked is positional (the first ``known`` are given), never read off the
     # values: a seed may legitimately equal the mask id (an AR model can emit any vocabulary id).
     block = block.clone()
     block[:, known:] = mask_id
     masked = torch.zeros_like(block, dtype=torch.bool)
     masked[:, known:] = True
-    needed = list(needed) if needed is not None else [width] * batch
-    eos_set = set(eos)
-    steps = [0] * batch
-    commits: list[list[int]] = [[] for _ in range(batch)]
+    needed = list(needed) if needed is not None else [width] * len(members)
+    steps = [0] * len(members)
+    commits: list[list[int]] = [[] for _ in members]
     q = None
     schedules = {b: quota_schedule(int(masked[b].sum()), max_steps) for b in rows}
     host_tokens = block.tolist()
     host_masked = masked.tolist()
-    pending = [b for b in rows if not _settled(host_tokens[b], host_masked[b], needed[b], eos_set)]
+    pending = [b for b in rows if not _settled(host_tokens[b], host_masked[b], needed[b], members[b].eos)]
     tokens = conf = probs = None
     for step in range(max_steps):
         if not pending:
             break
-        logits = model(block, positions, cache, pattern="bidirectional", adapter=adapter)
-        stats.forwards[kind] += 1
-        tokens, conf, probs = candidates(logits, sampling, generators, pending, exclude=mask_id)
+        logits = decoder.model(block, positions, cache, pattern="bidirectional", adapter=adapter)
+        decoder.count(batch, kind, [members[b] for b in pending])
+        tokens, conf, probs = row_candidates(logits, members, pending, exclude=mask_id)
         if probs is not None and q is None:
             q = torch.zeros_like(probs)
         still = []
@@ -106,7 +123,7 @@ def denoise_block(
                 q[b, chosen] = probs[b, chosen]
             steps[b] += 1
             commits[b].append(len(chosen))
-            if not _settled(block[b].tolist(), masked[b].tolist(), needed[b], eos_set):
+            if not _settled(block[b].tolist(), masked[b].tolist(), needed[b], members[b].eos):
                 still.append(b)
         pending = still
     for b in pending:  # step budget spent: fill what is left from the last forward

@@ -20,53 +20,57 @@ from __future__ import annotations
 
 import torch
 
-from .base import DecodeStats, Decoder, GenerationConfig
+from .base import Batch, Decoder, GenerationConfig, Row
 from .denoise import denoise_block
 
 
 class DiffusionDecoder(Decoder):
     mode = "diffusion"
 
-    def _generate(
-        self, prompts: list[list[int]], config: GenerationConfig, stats: DecodeStats
-    ) -> tuple[list[list[int]], list[str]]:
-        mask_id = self.require_mask_id()
-        batch, width = len(prompts), config.block_size
-        context = "causal" if config.causal_context else "bidirectional"
-        cache, generators, rows = self.start(prompts, config, config.max_new_tokens + width + 1)
-        stats.block_steps = [[] for _ in range(batch)]
-        stats.block_commits = [[] for _ in range(batch)]
+    def open(self, settings: GenerationConfig) -> Batch:
+        self.require_mask_id()
+        return super().open(settings)
+
+    def cache_extra(self, settings: GenerationConfig) -> int:
+        return settings.max_new_tokens + settings.block_size + 1
+
+    @staticmethod
+    def _context(settings: GenerationConfig) -> str:
+        return "causal" if settings.causal_context else "bidirectional"
+
+    def join(self, batch: Batch, rows: list[Row]) -> None:
+        settings = batch.settings
+        logits = self.prefill(batch, list(rows), self.cache_extra(settings), pattern=self._context(settings))
         # Seeded blocks (causal context): slot 0 is the last emitted token, an AR decision. Without
         # causal context (LLaDA-style, the reference's causal_context=False) every slot is denoised.
-        seeded = config.causal_context
-        logits = self.prefill(prompts, cache, stats, pattern=context)
-        if seeded:
-            self.offer_seeds(logits, rows, range(batch), config, generators)
+        if settings.causal_context:
+            self.choose(logits, list(rows))
+
+    def step(self, batch: Batch) -> None:
+        settings, rows, cache = batch.settings, batch.rows, batch.cache
+        mask_id, width = self.require_mask_id(), settings.block_size
+        seeded = settings.causal_context
         lead = 1 if seeded else 0
-        while not rows.done:
-            active = rows.active_rows
-            block = torch.full((batch, width), mask_id, dtype=torch.long, device=self.device)
-            if seeded:
-                block[:, :1] = self.last_tokens(rows)
-            result = denoise_block(
-                self.model, cache, block, self.block_positions(cache, width), active, known=lead,
-                mask_id=mask_id, threshold=config.threshold, max_steps=config.max_steps or width,
-                sampling=config.sampling, generators=generators, stats=stats, kind="denoise",
-                needed=[lead + max(rows.remaining(b), 0) for b in range(batch)], eos=config.eos_token_ids,
-            )
-            filled = result.tokens.tolist()
-            pieces: list[list[int]] = [[] for _ in range(batch)]
-            for b in active:
-                stats.block_steps[b].append(result.steps[b])
-                stats.block_commits[b].append(result.commits[b])
-                emitted = rows.offer(b, filled[b][lead:])
-                if rows.active(b):  # the commit pass caches the seed and everything emitted
-                    pieces[b] = filled[b][:lead] + emitted
-            committing = [b for b in active if pieces[b]]
-            if not committing:
-                break
-            logits = self.append(pieces, cache, pattern=context)
-            stats.forwards["commit"] += 1
-            if seeded:
-                self.offer_seeds(logits, rows, committing, config, generators)
-        return rows.tokens, [str(f) for f in rows.finish]
+        block = torch.full((len(rows), width), mask_id, dtype=torch.long, device=self.device)
+        if seeded:
+            block[:, :1] = self.last_tokens(rows)
+        result = denoise_block(
+            self, batch, block, self.block_positions(cache, width), range(len(rows)), known=lead,
+            mask_id=mask_id, threshold=settings.threshold, max_steps=settings.max_steps or width, kind="denoise",
+            needed=[lead + max(row.remaining(), 0) for row in rows],
+        )
+        filled = result.tokens.tolist()
+        pieces: list[list[int]] = []
+        for b, row in enumerate(rows):
+            row.block_steps.append(result.steps[b])
+            row.block_commits.append(result.commits[b])
+            emitted = row.offer(filled[b][lead:])
+            # The commit pass caches the seed and everything emitted (not needed once finished).
+            pieces.append(filled[b][:lead] + emitted if row.active else [])
+        committing = [b for b, piece in enumerate(pieces) if piece]
+        if not committing:
+            return
+        logits = self.append(pieces, cache, pattern=self._context(settings))
+        self.count(batch, "commit", [rows[b] for b in committing])
+        if seeded:
+            self.choose(logits, rows, committing)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 
 from ..model.loading import DRAFT_ADAPTER
-from .base import DecodeStats, Decoder, GenerationConfig
+from .base import Batch, Decoder, GenerationConfig
 from .denoise import denoise_block
 from .speculative import accept
 
@@ -28,35 +28,34 @@ from .speculative import accept
 class LinearSpecDecoder(Decoder):
     mode = "linear-spec"
 
-    def _generate(
-        self, prompts: list[list[int]], config: GenerationConfig, stats: DecodeStats
-    ) -> tuple[list[list[int]], list[str]]:
-        mask_id, width, batch = self.require_mask_id(), self.require_block(config), len(prompts)
-        adapter = DRAFT_ADAPTER if config.use_adapter and DRAFT_ADAPTER in self.model.adapter_names else None
-        cache, generators, rows = self.start(prompts, config, config.max_new_tokens + width + 1)
-        stats.accepted_lengths = [[] for _ in range(batch)]
-        self.offer_seeds(self.prefill(prompts, cache, stats), rows, range(batch), config, generators)
-        while not rows.done:
-            active = rows.active_rows
-            block = torch.full((batch, width), mask_id, dtype=torch.long, device=self.device)
-            block[:, :1] = self.last_tokens(rows)
-            positions = self.block_positions(cache, width)
-            draft = denoise_block(
-                self.model, cache, block, positions, active, known=1, mask_id=mask_id, threshold=config.draft_threshold,
-                max_steps=width, sampling=config.sampling, generators=generators, stats=stats, kind="draft",
-                adapter=adapter,
+    def open(self, settings: GenerationConfig) -> Batch:
+        self.require_mask_id(), self.require_block(settings)
+        return super().open(settings)
+
+    def cache_extra(self, settings: GenerationConfig) -> int:
+        return settings.max_new_tokens + settings.block_size + 1
+
+    def step(self, batch: Batch) -> None:
+        settings, rows, cache = batch.settings, batch.rows, batch.cache
+        mask_id, width = self.require_mask_id(), settings.block_size
+        adapter = DRAFT_ADAPTER if settings.use_adapter and DRAFT_ADAPTER in self.model.adapter_names else None
+        block = torch.full((len(rows), width), mask_id, dtype=torch.long, device=self.device)
+        block[:, :1] = self.last_tokens(rows)
+        positions = self.block_positions(cache, width)
+        draft = denoise_block(
+            self, batch, block, positions, range(len(rows)), known=1, mask_id=mask_id,
+            threshold=settings.draft_threshold, max_steps=width, kind="draft", adapter=adapter,
+        )
+        logits = self.suppress(self.model(draft.tokens, positions, cache, pattern="causal"))
+        self.count(batch, "verify", rows)
+        drafted = draft.tokens.tolist()
+        kept = []
+        for b, row in enumerate(rows):
+            c, bonus = accept(
+                logits[b], drafted[b], None if draft.q is None else draft.q[b], row.config.sampling,
+                row.generator, row.config.acceptance,
             )
-            logits = self.suppress(self.model(draft.tokens, positions, cache, pattern="causal"))
-            stats.forwards["verify"] += 1
-            drafted = draft.tokens.tolist()
-            kept = [0] * batch
-            for b in active:
-                c, bonus = accept(
-                    logits[b], drafted[b], None if draft.q is None else draft.q[b], config.sampling,
-                    None if generators is None else generators[b], config.acceptance,
-                )
-                stats.accepted_lengths[b].append(c + 1)
-                kept[b] = len(rows.offer(b, drafted[b][1 : c + 1] + [bonus]))
-            # The verify pass wrote all B slots; keep the seed and the emitted tokens but the last.
-            cache.advance(kept)
-        return rows.tokens, [str(f) for f in rows.finish]
+            row.accepted_lengths.append(c + 1)
+            kept.append(len(row.offer(drafted[b][1 : c + 1] + [bonus])))
+        # The verify pass wrote all B slots; keep the seed and the emitted tokens but the last.
+        cache.advance(kept)

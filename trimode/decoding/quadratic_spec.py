@@ -24,82 +24,81 @@ import time
 import torch
 
 from .. import masks
-from ..sampling import candidates
-from .base import DecodeStats, Decoder, GenerationConfig
+from ..cache import KVCache
+from .base import Batch, Decoder, GenerationConfig, Row
+from .denoise import row_candidates
 from .speculative import accept
 
 
 class QuadraticSpecDecoder(Decoder):
     mode = "quadratic-spec"
 
-    def _generate(
-        self, prompts: list[list[int]], config: GenerationConfig, stats: DecodeStats
-    ) -> tuple[list[list[int]], list[str]]:
-        mask_id, width, batch = self.require_mask_id(), self.require_block(config), len(prompts)
+    def open(self, settings: GenerationConfig) -> Batch:
+        self.require_mask_id(), self.require_block(settings)
+        return super().open(settings)
+
+    def cache_extra(self, settings: GenerationConfig) -> int:
+        return settings.max_new_tokens + settings.block_size * (settings.block_size + 1) + 1
+
+    def step(self, batch: Batch) -> None:
+        rows, cache = batch.rows, batch.cache
+        mask_id, width, n = self.require_mask_id(), batch.settings.block_size, len(batch.rows)
         row_len = width + 1
+        grid = torch.full((n, width, row_len), mask_id, dtype=torch.long, device=self.device)
+        grid[:, :, 0] = torch.tensor([row.state[0] for row in rows], device=self.device)
+        positions = cache.lens[:, None] + masks.quadratic_grid_positions(0, width).to(self.device)
         grid_mask = masks.quadratic_grid(width, self.device)
-        grid_offsets = masks.quadratic_grid_positions(0, width).to(self.device)
-        cache, generators, rows = self.start(prompts, config, config.max_new_tokens + width * row_len + 1)
-        stats.accepted_lengths = [[] for _ in range(batch)]
-        draft, q = self._prefill_and_draft(prompts, cache, stats, rows, config, generators, mask_id)
-
-        while not rows.done:
-            active = rows.active_rows
-            grid = torch.full((batch, width, row_len), mask_id, dtype=torch.long, device=self.device)
-            grid[:, :, 0] = draft
-            positions = cache.lens[:, None] + grid_offsets
-            hidden = self.model.hidden_states(grid.view(batch, -1), positions, cache, pattern=grid_mask)
-            stats.forwards["grid"] += 1
-            hidden = hidden.view(batch, width, row_len, -1)
-            head_logits = self.suppress(self.model.logits(hidden[:, :, 0]))  # [B, T, V]: head i verifies d_{i+1}
-            drafted = draft.tolist()
-            kept_heads: list[list[int]] = [[] for _ in range(batch)]
-            next_from = [0] * batch
-            for b in active:
-                c, bonus = accept(
-                    head_logits[b], drafted[b], None if q is None else q[b], config.sampling,
-                    None if generators is None else generators[b], config.acceptance,
-                )
-                stats.accepted_lengths[b].append(c + 1)
-                emitted = rows.offer(b, drafted[b][1 : c + 1] + [bonus])
-                kept_heads[b] = [i * row_len for i in range(len(emitted))]
-                next_from[b] = len(emitted) - 1
-            cache.keep(kept_heads)
-            if rows.done:
-                break
+        hidden = self.model.hidden_states(grid.view(n, -1), positions, cache, pattern=grid_mask)
+        self.count(batch, "grid", rows)
+        hidden = hidden.view(n, width, row_len, -1)
+        head_logits = self.suppress(self.model.logits(hidden[:, :, 0]))  # [B, T, V]: head i verifies d_{i+1}
+        kept_heads: list[list[int]] = []
+        next_from = []
+        for b, row in enumerate(rows):
+            draft, q = row.state
+            c, bonus = accept(head_logits[b], draft, q, row.config.sampling, row.generator, row.config.acceptance)
+            row.accepted_lengths.append(c + 1)
+            emitted = row.offer(draft[1 : c + 1] + [bonus])
+            kept_heads.append([i * row_len for i in range(len(emitted))])
+            next_from.append(len(emitted) - 1)
+        cache.keep(kept_heads)
+        active = [b for b, row in enumerate(rows) if row.active]
+        if active:
             # Next draft: the last emitted token, then row (m-1)'s masks at the positions after it.
-            source = hidden[torch.arange(batch), torch.tensor(next_from, device=self.device), 2:]
-            tokens, _, probs = candidates(
-                self.model.logits(source), config.sampling, generators, rows.active_rows, exclude=mask_id
-            )
-            draft = torch.cat([self.last_tokens(rows), tokens], 1)
-            if probs is not None:
-                q = torch.cat([torch.zeros_like(probs[:, :1]), probs], 1)
-        return rows.tokens, [str(f) for f in rows.finish]
+            source = hidden[torch.arange(n), torch.tensor(next_from, device=self.device), 2:]
+            self._set_drafts(rows, active, self.model.logits(source), mask_id)
 
-    def _prefill_and_draft(self, prompts, cache, stats, rows, config, generators, mask_id):
+    def join(self, batch: Batch, rows: list[Row]) -> None:
         """One forward does the prefill and the first draft: each row is [prompt, MASK x B]; the
         prompt is causal, the masks see the prompt and each other. The prompt's last logit gives
         the seed d_0 (AR), mask slots 1..B-1 give d_1..d_{B-1} (as the reference's bootstrap)."""
         start = time.perf_counter()
-        batch, width = len(prompts), config.block_size
-        lens = [len(p) for p in prompts]
+        mask_id, width = self.require_mask_id(), batch.settings.block_size
+        lens = [len(r.prompt) for r in rows]
         total = max(lens) + width
-        ids = torch.full((batch, total), mask_id, dtype=torch.long)
-        intra = masks.causal(total).repeat(batch, 1, 1)
-        for b, p in enumerate(prompts):
-            n = len(p)
-            ids[b, :n] = torch.tensor(p)
+        cache = KVCache.for_model(self.model, len(rows), max(lens) + self.cache_extra(batch.settings))
+        ids = torch.full((len(rows), total), mask_id, dtype=torch.long)
+        intra = masks.causal(total).repeat(len(rows), 1, 1)
+        for b, (row, n) in enumerate(zip(rows, lens)):
+            ids[b, :n] = torch.tensor(row.prompt)
             intra[b, n : n + width, : n + width] = True
-        positions = torch.arange(total).expand(batch, total)
+        positions = torch.arange(total).expand(len(rows), total)
         hidden = self.model.hidden_states(ids.to(self.device), positions.to(self.device), cache, pattern=intra.to(self.device))
-        stats.forwards["prefill"] += 1
         cache.advance(lens)
         index = torch.tensor([[n - 1] + list(range(n + 1, n + width)) for n in lens], device=self.device)
         logits = self.model.logits(torch.gather(hidden, 1, index[..., None].expand(-1, -1, hidden.shape[-1])))
-        self.offer_seeds(self.suppress(logits[:, 0]), rows, range(batch), config, generators)
-        stats.prefill_s = time.perf_counter() - start
-        tokens, _, probs = candidates(logits[:, 1:], config.sampling, generators, rows.active_rows, exclude=mask_id)
-        draft = torch.cat([self.last_tokens(rows), tokens], 1)
-        q = None if probs is None else torch.cat([torch.zeros_like(probs[:, :1]), probs], 1)
-        return draft, q
+        self.choose(self.suppress(logits[:, 0]), rows)
+        batch.attach(rows, cache)
+        self.count(batch, "prefill", rows)
+        batch.stats.prefill_s += time.perf_counter() - start
+        self._set_drafts(rows, [b for b, row in enumerate(rows) if row.active], logits[:, 1:], mask_id)
+
+    def _set_drafts(self, rows: list[Row], which: list[int], logits: torch.Tensor, mask_id: int) -> None:
+        """row.state = (draft [last emitted token, B-1 drafted tokens], their distributions q or None)."""
+        tokens, _, probs = row_candidates(logits, rows, which, exclude=mask_id)
+        drafted = tokens.tolist()
+        for b in which:
+            q = None
+            if probs is not None and not rows[b].config.sampling.greedy:
+                q = torch.cat([torch.zeros_like(probs[b, :1]), probs[b]], 0)
+            rows[b].state = ([rows[b].last()] + drafted[b], q)

@@ -1,0 +1,68 @@
+"""A request as the engine sees it, and the events it sends back to whoever submitted it."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..decoding.base import GenerationConfig, Row
+
+_ids = itertools.count()
+
+
+@dataclass
+class Event:
+    kind: str  # "tokens" | "done" | "error"
+    tokens: list[int] = field(default_factory=list)  # new tokens ("tokens")
+    finish_reason: str | None = None  # "done": eos | length | stop | cancelled
+    usage: dict[str, Any] | None = None  # "done"
+    message: str | None = None  # "error"
+
+
+@dataclass
+class Request:
+    """Prompt ids, the mode, and a :class:`GenerationConfig` holding this request's own settings.
+
+    ``sink`` receives :class:`Event` objects on the engine thread; it must not block (e.g. put
+    into a queue or hand over to an event loop with ``call_soon_threadsafe``).
+    """
+
+    prompt: list[int]
+    config: GenerationConfig
+    mode: str
+    sink: Callable[[Event], None]
+    id: int = field(default_factory=lambda: next(_ids))
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    submitted: float = field(default_factory=time.perf_counter)
+    first_token_at: float | None = None
+    row: Row | None = None
+    sent: int = 0  # tokens already sent to the sink
+
+    @property
+    def reservation(self) -> int:
+        """Cache tokens this request may occupy: prompt, budget, and the slots a step writes
+        beyond the kept tokens (one block of drafts/masks; the whole B x (B+1) grid for
+        quadratic self-speculation)."""
+        b = self.config.block_size
+        scratch = b * (b + 1) if self.mode == "quadratic-spec" else b
+        return len(self.prompt) + self.config.max_new_tokens + scratch + 1
+
+    def usage(self) -> dict[str, Any]:
+        row = self.row
+        completion = len(row.tokens) if row else 0
+        nfe = row.nfe if row else 0
+        out: dict[str, Any] = {
+            "prompt_tokens": len(self.prompt),
+            "completion_tokens": completion,
+            "total_tokens": len(self.prompt) + completion,
+            "nfe": nfe,
+            "tokens_per_forward": round(completion / nfe, 4) if nfe else 0.0,
+            "forwards": dict(row.forwards) if row else {},
+        }
+        if row and row.accepted_lengths:
+            out["mean_accepted_length"] = round(sum(row.accepted_lengths) / len(row.accepted_lengths), 3)
+        return out

@@ -1,0 +1,240 @@
+"""The engine: one background thread runs the model; requests join and leave between steps.
+
+Requests with the same mode and forward-shaping settings (block size, thresholds) share a
+:class:`~trimode.decoding.base.Batch`; each row keeps its own sampling settings, seed, token
+budget, EOS and stop strings. Each loop iteration: take new requests and cancellations, remove
+finished or cancelled rows (freeing their cache rows), admit waiting requests while their cache
+reservation fits under ``max_cached_tokens`` and ``max_batch`` (a batched prefill per batch), then
+run one step of one batch (round robin). Callers never wait on a model forward: they submit and
+read events. A full waiting queue is refused at once (:class:`EngineFull`), never queued forever.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import Counter, deque
+from typing import Any
+
+import torch
+
+from ..decoding import MODES, decoder_for
+from ..decoding.base import Batch, Decoder, Row
+from ..model.transformer import Transformer
+from .auto import AutoDecoder
+from .request import Event, Request
+
+ENGINE_MODES = (*MODES, "auto")
+
+
+class EngineFull(Exception):
+    """The waiting queue is full; the caller should retry later (HTTP 503)."""
+
+
+class Engine:
+    def __init__(
+        self,
+        model: Transformer,
+        *,
+        max_batch: int = 32,
+        max_cached_tokens: int = 65536,
+        max_waiting: int = 256,
+        spec_max_rows: int = 2,
+    ) -> None:
+        if max_batch < 1 or max_cached_tokens < 1 or max_waiting < 0:
+            raise ValueError(
+                f"engine limits must be positive: max_batch={max_batch}, max_cached_tokens={max_cached_tokens}, "
+                f"max_waiting={max_waiting}"
+            )
+        self.model = model
+        self.max_batch, self.max_cached_tokens, self.max_waiting = max_batch, max_cached_tokens, max_waiting
+        self.decoders: dict[str, Decoder] = {m: decoder_for(m, model) for m in MODES}
+        self.decoders["auto"] = AutoDecoder(model, spec_max_rows)
+        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._waiting: deque[Request] = deque()
+        self._batches: dict[tuple, Batch] = {}
+        self._running: dict[int, Request] = {}
+        self._owner: dict[int, Request] = {}  # id(row) -> its request
+        self._reserved = 0
+        self._pending = 0  # submitted, not yet taken from the inbox (guarded by _lock)
+        self._lock = threading.Lock()
+        self._turn = 0
+        self.counters: Counter = Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="trimode-engine", daemon=True)
+        self._thread.start()
+
+    # ----------------------------------------------------------------- caller side (any thread)
+    def submit(self, request: Request) -> None:
+        if request.mode not in ENGINE_MODES:
+            raise ValueError(f"unknown mode {request.mode!r}; expected one of {', '.join(ENGINE_MODES)}")
+        if request.reservation > self.max_cached_tokens:
+            raise ValueError(
+                f"request needs {request.reservation} cached tokens (prompt {len(request.prompt)} + max_tokens "
+                f"{request.config.max_new_tokens} + block), more than this server's max_cached_tokens "
+                f"{self.max_cached_tokens}"
+            )
+        with self._lock:
+            if self._pending + len(self._waiting) >= self.max_waiting:
+                self.counters["rejected_full"] += 1
+                raise EngineFull(
+                    f"server at capacity: {self._pending + len(self._waiting)} requests waiting "
+                    f"(max_waiting {self.max_waiting}); retry later"
+                )
+            self._pending += 1
+        self._inbox.put(request)
+
+    def cancel(self, request: Request) -> None:
+        request.cancelled.set()
+        self._inbox.put(None)  # wake the loop
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._inbox.put(None)
+        self._thread.join(timeout=30)
+
+    def metrics(self) -> dict[str, Any]:
+        """A snapshot for /metrics (read without locking: values may be one step stale)."""
+        for _ in range(100):  # the engine thread may change the dict while it is copied
+            try:
+                batches = list(self._batches.items())
+                break
+            except RuntimeError:
+                continue
+        else:
+            batches = []
+        return {
+            "active_requests": len(self._running),
+            "waiting_requests": len(self._waiting) + self._pending,
+            "cache_slots_in_use": sum(len(b.rows) for _, b in batches),
+            "cached_tokens": sum(sum(b.cache.lengths) for _, b in batches if b.cache is not None and b.rows),
+            "reserved_tokens": self._reserved,
+            "max_cached_tokens": self.max_cached_tokens,
+            "max_batch": self.max_batch,
+            "batches": [{"mode": key[0], "block_size": key[1], "rows": len(b.rows)} for key, b in batches if b.rows],
+            "counters": dict(self.counters),
+        }
+
+    # ----------------------------------------------------------------- engine thread
+    def _loop(self) -> None:
+        # Cache tensors are created under inference mode, so every update must be made under it too.
+        with torch.inference_mode():
+            while not self._stop.is_set():
+                idle = not self._running and not self._waiting
+                self._take(block=idle)
+                try:
+                    self._reap()
+                    self._admit()
+                    self._step_one()
+                except Exception as err:  # noqa: BLE001 -- a bug in bookkeeping fails the running requests, not the server
+                    for key in list(self._batches):
+                        self._drop(key, [], err)
+
+    def _take(self, block: bool) -> None:
+        try:
+            item = self._inbox.get(timeout=0.5) if block else self._inbox.get_nowait()
+            while True:
+                if item is not None:
+                    with self._lock:
+                        self._pending -= 1
+                        self._waiting.append(item)
+                item = self._inbox.get_nowait()
+        except queue.Empty:
+            pass
+
+    def _finish(self, req: Request, reason: str) -> None:
+        self._owner.pop(id(req.row), None)
+        self._running.pop(req.id, None)
+        self._reserved -= req.reservation
+        self.counters[reason] += 1
+        req.sink(Event("done", finish_reason=reason, usage=req.usage()))
+
+    def _reap(self) -> None:
+        for req in [r for r in self._waiting if r.cancelled.is_set()]:
+            self._waiting.remove(req)
+            self.counters["cancelled"] += 1
+            req.sink(Event("done", finish_reason="cancelled", usage=req.usage()))
+        for key, batch in list(self._batches.items()):
+            leaving = [r for r in batch.rows if not r.active or self._owner[id(r)].cancelled.is_set()]
+            batch.remove(leaving)
+            for row in leaving:
+                req = self._owner[id(row)]
+                self._finish(req, "cancelled" if row.active else str(row.finish))
+            if not batch.rows:
+                del self._batches[key]
+
+    def _admit(self) -> None:
+        joining: dict[tuple, list[Request]] = {}
+        slots = sum(len(b.rows) for b in self._batches.values())
+        while self._waiting and slots < self.max_batch:
+            req = self._waiting[0]
+            if self._reserved + req.reservation > self.max_cached_tokens:
+                break  # first come, first served: wait for the head request to fit
+            self._waiting.popleft()
+            self._reserved += req.reservation
+            self._running[req.id] = req
+            joining.setdefault(self._key(req), []).append(req)
+            slots += 1
+        for key, reqs in joining.items():
+            decoder = self.decoders[key[0]]
+            batch = self._batches.get(key)
+            try:
+                if batch is None:
+                    batch = self._batches[key] = decoder.open(reqs[0].config)
+                rows = []
+                for req in reqs:
+                    req.row = Row(req.prompt, req.config)
+                    self._owner[id(req.row)] = req
+                    rows.append(req.row)
+                decoder.join(batch, rows)
+            except Exception as err:  # noqa: BLE001 -- a failed prefill fails this batch's requests, not the server
+                self._drop(key, reqs, err)
+                continue
+            self._publish(reqs)
+
+    def _step_one(self) -> None:
+        ready = [(k, b) for k, b in self._batches.items() if b.rows and all(r.active for r in b.rows)]
+        if not ready:
+            return
+        self._turn = (self._turn + 1) % len(ready)
+        key, batch = ready[self._turn]
+        batch.load = sum(len(b.rows) for b in self._batches.values()) + len(self._waiting)
+        try:
+            self.decoders[key[0]].step(batch)
+        except Exception as err:  # noqa: BLE001 -- a failing step fails its batch, not the server
+            self._drop(key, [], err)
+            return
+        self._publish([self._owner[id(r)] for r in batch.rows])
+
+    def _publish(self, reqs: list[Request]) -> None:
+        now = time.perf_counter()
+        for req in reqs:
+            new = req.row.tokens[req.sent :]
+            if new:
+                req.first_token_at = req.first_token_at or now
+                req.sent += len(new)
+                req.sink(Event("tokens", tokens=new))
+
+    def _drop(self, key: tuple, reqs: list[Request], err: Exception) -> None:
+        batch = self._batches.pop(key, None)
+        others = [self._owner[id(r)] for r in batch.rows] if batch is not None else []
+        self._fail(list({r.id: r for r in others + reqs}.values()), err)
+
+    def _fail(self, reqs: list[Request], err: Exception) -> None:
+        for req in reqs:
+            if req.row is not None:
+                self._owner.pop(id(req.row), None)
+            self._running.pop(req.id, None)
+            self._reserved -= req.reservation
+            self.counters["errors"] += 1
+            req.sink(Event("error", message=f"{type(err).__name__}: {err}"))
+
+    @staticmethod
+    def _key(req: Request) -> tuple:
+        c = req.config
+        return (req.mode, c.block_size, c.threshold, c.draft_threshold, c.max_steps, c.causal_context, c.use_adapter)

@@ -1,0 +1,1 @@
+"""OpenAI-compatible HTTP server (``trimode serve``); needs the ``serve`` extra (fastapi, uvicorn)."""
