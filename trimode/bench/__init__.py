@@ -44,7 +44,11 @@ def write_result(result: dict[str, Any], out: str | None) -> None:
     print(line)
 
 
-def run_benchmark(name: str, argv: list[str]) -> int:
+def run_benchmark(name: str | None, argv: list[str]) -> int:
+    if name is None or name == "suite":
+        from .suite import main
+
+        return main(argv)
     if name == "ar-vs-transformers":
         from .ar_vs_transformers import main
 
