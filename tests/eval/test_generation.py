@@ -27,8 +27,8 @@ def test_batches_match_single_calls_in_input_order(model, setting):
     config = setting.config(10, (2,))
     for prompt, out in zip(PROMPTS, run.outputs):
         assert out.ids == decoder.generate([prompt], config).sequences[0]
-    assert run.generated_tokens == sum(len(o.ids) for o in run.outputs)
-    assert run.nfe == sum(s.nfe for s in run.batches)
+    assert run.totals.generated_tokens == sum(len(o.ids) for o in run.outputs)
+    assert run.totals.nfe == sum(s.nfe for s in run.batches)
     assert sum(run.histogram().values()) == len(run.accepted_lengths()) > 0
 
 
@@ -36,7 +36,7 @@ def test_ar_accepts_one_token_per_forward_after_the_prefill(model):
     run = generate_all(decoder_for("ar", model), Setting("ar"), PROMPTS, max_new_tokens=6, eos_token_ids=(),
                        batch_size=1)
     assert run.histogram() == {1: 5 * len(PROMPTS)}
-    assert run.tokens_per_forward == 1.0
+    assert run.totals.tokens_per_forward == 1.0
 
 
 def test_setting_config_routes_the_threshold():

@@ -36,11 +36,7 @@ def plot_suite(result: dict[str, Any], folder: Path, stem: str) -> list[Path]:
             for x, y, label in pts:
                 ax.annotate(label.split("/", 1)[-1] if "/" in label else "", (x, y), fontsize=7,
                             xytext=(3, 3), textcoords="offset points")
-    ax.set_xlabel("tokens per forward")
-    ax.set_ylabel("accuracy (graded eval prompts)")
-    ax.set_title(f"accuracy vs tokens per forward\n{title}", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _label(ax, "tokens per forward", "accuracy (graded eval prompts)", f"accuracy vs tokens per forward\n{title}")
     paths.append(_save(fig, folder / f"{stem}.accuracy_vs_tpf.png", plt))
 
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
@@ -52,10 +48,8 @@ def plot_suite(result: dict[str, Any], folder: Path, stem: str) -> list[Path]:
         xs = sorted(hist)
         ax.bar([x + (k - (len(heads) - 1) / 2) * width for x in xs], [hist[x] / total for x in xs], width,
                label=f"{head['label']} (mean {head['mean_accepted_length'] or 0:.2f})")
-    ax.set_xlabel("tokens gained per forward (AR: 1; speculation: accepted + bonus; diffusion: committed per step)")
-    ax.set_ylabel("share of forwards")
-    ax.set_title(f"accepted-length distribution, default settings, batch 1\n{title}", fontsize=9)
-    ax.legend(fontsize=8)
+    _label(ax, "tokens gained per forward (AR: 1; speculation: accepted + bonus; diffusion: committed per step)",
+           "share of forwards", f"accepted-length distribution, default settings, batch 1\n{title}", grid=False)
     paths.append(_save(fig, folder / f"{stem}.accepted_lengths.png", plt))
 
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
@@ -65,13 +59,18 @@ def plot_suite(result: dict[str, Any], folder: Path, stem: str) -> list[Path]:
     hf = sorted((b["batch_size"], b["tokens_per_second"]) for b in result["transformers"])
     if hf:
         ax.plot([p[0] for p in hf], [p[1] for p in hf], "k--s", label="transformers generate")
-    ax.set_xlabel("batch size")
-    ax.set_ylabel("generated tokens / s")
-    ax.set_title(f"tokens/s vs batch size\n{title}", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _label(ax, "batch size", "generated tokens / s", f"tokens/s vs batch size\n{title}")
     paths.append(_save(fig, folder / f"{stem}.tokens_per_second_vs_batch.png", plt))
     return paths
+
+
+def _label(ax, xlabel: str, ylabel: str, title: str, grid: bool = True) -> None:
+    ax.set_xlabel(xlabel, fontsize=8 if len(xlabel) > 40 else 10)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    if grid:
+        ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
 
 
 def _save(fig, path: Path, plt) -> Path:

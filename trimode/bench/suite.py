@@ -136,7 +136,7 @@ def _measure(loaded, setting, items, prompts, max_new, batch, reference) -> dict
     decoder.generate([list(p) for p in prompts[:batch]], setting.config(4, loaded.eos_token_ids))  # warm-up
     run = generate_all(decoder, setting, prompts, max_new_tokens=max_new, eos_token_ids=loaded.eos_token_ids,
                        batch_size=batch, tokenizer=loaded.tokenizer, progress=f"bench {setting.label} batch {batch}")
-    per_prompt, graded = [], []
+    per_prompt, graded, totals = [], [], run.totals
     for i, (item, out) in enumerate(zip(items, run.outputs)):
         stats = run.batches[out.batch]
         ok = grade(item, out.text or "")
@@ -155,8 +155,8 @@ def _measure(loaded, setting, items, prompts, max_new, batch, reference) -> dict
     same = [p["equals_ar"] for p in per_prompt]
     return {
         **setting.to_dict(), "batch_size": batch,
-        "generated_tokens": run.generated_tokens, "nfe": run.nfe, "elapsed_s": run.elapsed_s,
-        "tokens_per_forward": run.tokens_per_forward, "tokens_per_second": run.tokens_per_second,
+        "generated_tokens": totals.generated_tokens, "nfe": totals.nfe, "elapsed_s": totals.elapsed_s,
+        "tokens_per_forward": totals.tokens_per_forward, "tokens_per_second": totals.tokens_per_second,
         "accuracy": sum(graded) / len(graded) if graded else None, "graded": len(graded),
         "equals_ar": None if reference is None else all(same),
         "equals_ar_fraction": None if reference is None else sum(same) / len(same),

@@ -121,24 +121,16 @@ class Run:
     batches: list[DecodeStats] = field(default_factory=list)
 
     @property
-    def generated_tokens(self) -> int:
-        return sum(s.generated_tokens for s in self.batches)
-
-    @property
-    def nfe(self) -> int:
-        return sum(s.nfe for s in self.batches)
-
-    @property
-    def elapsed_s(self) -> float:
-        return sum(s.elapsed_s for s in self.batches)
-
-    @property
-    def tokens_per_forward(self) -> float:
-        return self.generated_tokens / self.nfe if self.nfe else 0.0
-
-    @property
-    def tokens_per_second(self) -> float:
-        return self.generated_tokens / self.elapsed_s if self.elapsed_s > 0 else 0.0
+    def totals(self) -> DecodeStats:
+        """The batches' counts summed (forwards, tokens, wall time); its ratios are the run's."""
+        total = DecodeStats(mode=self.setting.mode)
+        for s in self.batches:
+            total.forwards.update(s.forwards)
+            total.generated_tokens += s.generated_tokens
+            total.tokens_per_row += s.tokens_per_row
+            total.elapsed_s += s.elapsed_s
+            total.prefill_s += s.prefill_s
+        return total
 
     def accepted_lengths(self) -> list[int]:
         """Tokens gained per forward after the prefill: accepted drafts plus bonus per speculation

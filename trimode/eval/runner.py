@@ -54,7 +54,7 @@ def evaluate(task: str, loaded, settings: Sequence[Setting], prompts: Sequence[S
         run = generate_all(decoder, setting, prompts, max_new_tokens=max_new_tokens,
                            eos_token_ids=loaded.eos_token_ids, batch_size=batch_size, tokenizer=loaded.tokenizer,
                            stop=stop, progress=f"{task} {setting.label}")
-        graded = score(run.outputs)
+        graded, totals = score(run.outputs), run.totals
         if setting.mode == "ar" and reference is None:
             reference = [o.ids for o in run.outputs]
         same = None if reference is None else [o.ids == r for o, r in zip(run.outputs, reference)]
@@ -67,17 +67,17 @@ def evaluate(task: str, loaded, settings: Sequence[Setting], prompts: Sequence[S
             **setting.to_dict(),
             "accuracy": correct / len(graded),
             "correct": correct,
-            "tokens_per_forward": run.tokens_per_forward,
-            "tokens_per_second": run.tokens_per_second,
-            "generated_tokens": run.generated_tokens,
-            "nfe": run.nfe,
-            "elapsed_s": run.elapsed_s,
+            "tokens_per_forward": totals.tokens_per_forward,
+            "tokens_per_second": totals.tokens_per_second,
+            "generated_tokens": totals.generated_tokens,
+            "nfe": totals.nfe,
+            "elapsed_s": totals.elapsed_s,
             "equals_ar": None if same is None else sum(same) / len(same),
             "accepted_length_histogram": run.histogram(),
             "items": items,
         })
         print(f"{task} {setting.label:<28} accuracy {correct}/{len(graded)} = {correct / len(graded):.3f}  "
-              f"tok/fwd {run.tokens_per_forward:.2f}  tok/s {run.tokens_per_second:.1f}"
+              f"tok/fwd {totals.tokens_per_forward:.2f}  tok/s {totals.tokens_per_second:.1f}"
               + ("" if same is None else f"  equal to AR {sum(same)}/{len(same)}"), file=sys.stderr)
         if out is not None:
             write(result, out)
