@@ -4,10 +4,10 @@ sizes, thresholds and batch sizes, against transformers' ``generate`` on the sam
 Counting (the same for every mode, see :mod:`trimode.decoding.base`): generated tokens exclude the
 prompt and include EOS; a forward is any model call, the prefill included, and a forward over a
 batch counts once, so at batch > 1 tokens per forward sums the rows. Tokens/s is generated tokens
-over the wall time of the generate calls (prefill included); one warm-up call per setting and batch
-size runs first and is excluded. transformers runs greedy ``generate`` with the same EOS ids and
-token budget on a ``LlamaForCausalLM`` holding our weights (left-padded batches); its tokens are
-counted the same way. Accuracy: math answers by their final number, code answers by running their
+over the wall time of the generate calls (prefill included), the median of ``--repeats`` timed
+runs; one warm-up call per setting and batch size runs first and is excluded. transformers runs
+greedy ``generate`` with the same EOS ids and token budget on a ``LlamaForCausalLM`` holding our
+weights (left-padded batches); its tokens are counted the same way. Accuracy: math answers by their final number, code answers by running their
 tests in a subprocess; chat prompts have no reference and count only for speed.
 
 Every setting runs at batch 1; the batch-size sweep runs each mode's default setting. equals_ar
@@ -28,9 +28,9 @@ import torch
 
 from . import machine_info
 
-QUICK = {"per_set": 1, "max_new_tokens": 32, "block_sizes": [16], "thresholds": [0.5, 0.9],
+QUICK = {"per_set": 1, "max_new_tokens": 32, "repeats": 1, "block_sizes": [16], "thresholds": [0.5, 0.9],
          "linear_blocks": [8], "quadratic_blocks": [4], "batch_sizes": [1, 3]}
-FULL = {"per_set": 4, "max_new_tokens": 96, "block_sizes": [16, 32], "thresholds": [0.5, 0.7, 0.9],
+FULL = {"per_set": 4, "max_new_tokens": 96, "repeats": 3, "block_sizes": [16, 32], "thresholds": [0.5, 0.7, 0.9],
         "linear_blocks": [4, 16], "quadratic_blocks": [4, 8], "batch_sizes": [1, 4]}
 
 
@@ -53,6 +53,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--linear-blocks", type=int, nargs="+", help="linear-spec blocks (full: 4 16)")
     p.add_argument("--quadratic-blocks", type=int, nargs="+", help="quadratic-spec blocks (full: 4 8)")
     p.add_argument("--batch-sizes", type=int, nargs="+", help="full: 1 4 (1 is always run)")
+    p.add_argument("--repeats", type=int, help="timed runs per setting, the median kept (full: 3, quick: 1)")
     p.add_argument("--no-transformers", action="store_true", help="skip the transformers baseline")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--out", type=Path, help="results file (default: bench/results/suite[.quick].<model>.<device>.json)")
@@ -63,8 +64,8 @@ def preset(args: argparse.Namespace) -> dict[str, Any]:
     for key in base:
         if getattr(args, key, None) is not None:
             base[key] = getattr(args, key)
-    if base["per_set"] < 1 or base["max_new_tokens"] < 1 or min(base["batch_sizes"]) < 1:
-        raise ValueError(f"--per-set, --max-new-tokens and --batch-sizes must be >= 1, got {base}")
+    if min(base["per_set"], base["max_new_tokens"], base["repeats"], *base["batch_sizes"]) < 1:
+        raise ValueError(f"--per-set, --max-new-tokens, --repeats and --batch-sizes must be >= 1, got {base}")
     base["batch_sizes"] = sorted(set(base["batch_sizes"]) | {1})
     return base
 
@@ -90,14 +91,14 @@ def run(args: argparse.Namespace, loaded=None) -> dict[str, Any]:
         for setting in settings:
             if batch > 1 and setting != defaults[setting.mode]:
                 continue
-            row = _measure(loaded, setting, items, prompts, cfg["max_new_tokens"], batch, reference)
+            row = _measure(loaded, setting, items, prompts, cfg["max_new_tokens"], batch, cfg["repeats"], reference)
             if setting.mode == "ar" and batch == 1:
                 reference = row.pop("_ids")
                 row["equals_ar"], row["equals_ar_fraction"] = True, 1.0
             row.pop("_ids", None)
             rows.append(row)
     baseline = [] if args.no_transformers else _transformers(loaded, prompts, cfg["max_new_tokens"],
-                                                             cfg["batch_sizes"], reference)
+                                                             cfg["batch_sizes"], cfg["repeats"], reference)
     _speedups(rows, baseline)
     return {
         "benchmark": "suite",
@@ -127,15 +128,21 @@ def _default_of(mode: str, settings):
     return min(mine, key=lambda s: (s.threshold != default.threshold, s.block_size != default.block_size))
 
 
-def _measure(loaded, setting, items, prompts, max_new, batch, reference) -> dict[str, Any]:
+def _median_run(runs: list, elapsed):
+    return sorted(runs, key=elapsed)[len(runs) // 2]
+
+
+def _measure(loaded, setting, items, prompts, max_new, batch, repeats, reference) -> dict[str, Any]:
     from ..decoding import decoder_for
     from ..eval.generation import generate_all
     from ..eval.prompts import grade
 
     decoder = decoder_for(setting.mode, loaded.model)
     decoder.generate([list(p) for p in prompts[:batch]], setting.config(4, loaded.eos_token_ids))  # warm-up
-    run = generate_all(decoder, setting, prompts, max_new_tokens=max_new, eos_token_ids=loaded.eos_token_ids,
-                       batch_size=batch, tokenizer=loaded.tokenizer, progress=f"bench {setting.label} batch {batch}")
+    runs = [generate_all(decoder, setting, prompts, max_new_tokens=max_new, eos_token_ids=loaded.eos_token_ids,
+                         batch_size=batch, tokenizer=loaded.tokenizer, progress=f"bench {setting.label} batch {batch}")
+            for _ in range(repeats)]
+    run = _median_run(runs, lambda r: r.totals.elapsed_s)  # greedy: only the timings differ between repeats
     per_prompt, graded, totals = [], [], run.totals
     for i, (item, out) in enumerate(zip(items, run.outputs)):
         stats = run.batches[out.batch]
@@ -167,12 +174,17 @@ def _measure(loaded, setting, items, prompts, max_new, batch, reference) -> dict
     }
 
 
-def _transformers(loaded, prompts, max_new, batch_sizes, reference) -> list[dict[str, Any]]:
+def _transformers(loaded, prompts, max_new, batch_sizes, repeats, reference) -> list[dict[str, Any]]:
     from .ar_vs_transformers import _hf_model
 
     param = next(loaded.model.parameters())
     hf = _hf_model(loaded, param.dtype).to(param.device)
-    return [_transformers_at(hf, list(loaded.eos_token_ids), prompts, max_new, b, reference) for b in batch_sizes]
+    eos = list(loaded.eos_token_ids)
+    out = []
+    for b in batch_sizes:
+        runs = [_transformers_at(hf, eos, prompts, max_new, b, reference) for _ in range(repeats)]
+        out.append(_median_run(runs, lambda r: r["elapsed_s"]))
+    return out
 
 
 def _transformers_at(hf, eos, prompts, max_new, batch, reference) -> dict[str, Any]:
