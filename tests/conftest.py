@@ -79,3 +79,33 @@ def tri_tiny(seed: int = 0, scale: float = 0.3, **changes):
             lora.A.copy_(torch.randn(lora.A.shape, generator=gen) * 0.3)
             lora.B.copy_(torch.randn(lora.B.shape, generator=gen) * 0.3)
     return model
+
+
+TINY_CHAT_TEMPLATE = (
+    "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<assistant>{% endif %}"
+)
+
+
+def tiny_text_checkpoint(folder: Path, seed: int = 0) -> Path:
+    """A tri_tiny model (vocab 128) saved with a character-level tokenizer and a chat template, so
+    text-level commands (bench suite, evaluations) run end to end on it in seconds."""
+    import tokenizers
+    from tokenizers import Regex, decoders, models, pre_tokenizers
+
+    from trimode.model import save_pretrained
+
+    chars = ["\n"] + [chr(c) for c in range(32, 127)]
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, "<mask>": 3}
+    vocab.update({c: i + 4 for i, c in enumerate(chars)})
+    vocab.update({f"<u{i}>": i for i in range(len(vocab), 128)})
+    backend = tokenizers.Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    backend.decoder = decoders.Fuse()
+    backend.add_special_tokens(["<unk>", "<s>", "</s>", "<mask>"])
+    tok_dir = folder / "tokenizer"
+    tok_dir.mkdir(parents=True, exist_ok=True)
+    backend.save(str(tok_dir / "tokenizer.json"))
+    (tok_dir / "tokenizer_config.json").write_text(
+        json.dumps({"eos_token": "</s>", "chat_template": TINY_CHAT_TEMPLATE}))
+    return save_pretrained(tri_tiny(seed=seed, vocab_size=128), folder / "model", tok_dir)

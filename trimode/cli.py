@@ -1,4 +1,4 @@
-"""Command line: ``trimode generate``, ``trimode bench``, ``trimode info``, ``trimode distill-data``."""
+"""Command line: ``trimode generate | bench | eval | serve | train | export | distill-data | info``."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ COUNTING = (
 )
 
 
+BENCHMARKS = ("suite", "ar-vs-transformers", "modes", "train-tiny", "serve-load")
 _MODE_DEFAULT = object()  # --threshold not given: 0.9 for diffusion, 0 (one-shot drafts) for linear-spec
 
 
@@ -90,9 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
                                         "to use as mask in diffusion/speculation modes")
     g.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
 
-    b = sub.add_parser("bench", help="benchmarks (prints a table and a JSON line)")
-    b.add_argument("name", choices=["ar-vs-transformers", "modes", "train-tiny", "serve-load"], help="which benchmark")
+    b = sub.add_parser("bench", help="benchmarks (prints a table and a JSON line); without a name: the suite")
+    b.add_argument("name", choices=BENCHMARKS, help="which benchmark (default: suite)")
     b.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the benchmark (see --help after the name)")
+
+    from .eval.cli import add_arguments as add_eval_arguments
+
+    add_eval_arguments(sub.add_parser("eval", help="accuracy per mode: HumanEval pass@1, GSM8K exact match"))
 
     from .server.cli import add_arguments as add_serve_arguments
 
@@ -271,6 +276,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"] and (len(argv) == 1 or argv[1] not in BENCHMARKS):
+        argv.insert(1, "suite")  # `trimode bench --quick` runs the suite
     args = parser.parse_args(argv)
     try:
         if args.command == "generate":
@@ -293,6 +301,10 @@ def main(argv: list[str] | None = None) -> int:
             from .server.cli import run as serve
 
             return serve(args)
+        if args.command == "eval":
+            from .eval.cli import run as run_eval
+
+            return run_eval(args)
         if args.command == "bench":
             from .bench import run_benchmark
 

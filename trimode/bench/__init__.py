@@ -27,6 +27,9 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
+    if hasattr(os, "getloadavg"):
+        # Other work on the machine slows every timing; the load when the figures were taken says how much.
+        info["load_average_1_5_15min"] = [round(x, 2) for x in os.getloadavg()]
     try:
         import transformers
 
@@ -44,7 +47,11 @@ def write_result(result: dict[str, Any], out: str | None) -> None:
     print(line)
 
 
-def run_benchmark(name: str, argv: list[str]) -> int:
+def run_benchmark(name: str | None, argv: list[str]) -> int:
+    if name is None or name == "suite":
+        from .suite import main
+
+        return main(argv)
     if name == "ar-vs-transformers":
         from .ar_vs_transformers import main
 

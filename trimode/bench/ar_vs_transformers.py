@@ -129,6 +129,6 @@ def main(argv: list[str]) -> int:
     print(f"{'dtype':<10} {'trimode tok/s':>14} {'transformers tok/s':>19} {'speed-up':>9} {'same tokens':>12}")
     for r in result["results"]:
         print(f"{r['dtype']:<10} {r['trimode_tok_s']:>14.2f} {r['transformers_tok_s']:>19.2f} "
-              f"{r['speedup']:>8.2f}x {str(r['identical_tokens']):>12}")
+              f"{r['speedup']:>8.2f}x {r['identical_tokens']!s:>12}")
     write_result(result, args.out)
     return 0

@@ -107,7 +107,7 @@ def main(argv: list[str]) -> int:
     print(f"{'mode':<16} {'block':>5} {'nfe':>6} {'tok/fwd':>8} {'tok/s':>8} {'accept':>7} {'= AR':>6}")
     for r in result["results"]:
         acc = "" if r["mean_accepted_length"] is None else f"{r['mean_accepted_length']:.2f}"
-        print(f"{r['mode']:<16} {str(r['block_size'] or ''):>5} {r['nfe']:>6} {r['tokens_per_forward']:>8.2f} "
-              f"{r['tokens_per_second']:>8.1f} {acc:>7} {str(r['equals_greedy_ar']):>6}")
+        print(f"{r['mode']:<16} {r['block_size'] or ''!s:>5} {r['nfe']:>6} {r['tokens_per_forward']:>8.2f} "
+              f"{r['tokens_per_second']:>8.1f} {acc:>7} {r['equals_greedy_ar']!s:>6}")
     write_result(result, args.out)
     return 0
