@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from .decoding.base import GenerationConfig, GenerationResult
@@ -120,13 +119,13 @@ def _load(args: argparse.Namespace, adapter: bool = True):
     import torch
 
     from .model import load
-    from .model.defaults import default_model_path
+    from .model.defaults import model_path
 
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError(f"--device {args.device} requested but CUDA is not available on this machine")
-    path = Path(args.model) if args.model else default_model_path()
+    path = model_path(args.model)
     return load(path, dtype=getattr(torch, args.dtype), device=args.device, adapter=adapter,
                 pack=False if args.no_pack else None)
 

@@ -60,11 +60,11 @@ def _hf_model(loaded, dtype: torch.dtype):
 
 def run(args: argparse.Namespace) -> dict:
     from ..model import load
-    from ..model.defaults import default_model_path
+    from ..model.defaults import model_path
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    path = args.model or default_model_path()
+    path = model_path(args.model)
     rows = []
     for dtype_name in args.dtypes:
         dtype = getattr(torch, dtype_name)

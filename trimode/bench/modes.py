@@ -27,11 +27,11 @@ def run(args: argparse.Namespace) -> dict:
     from ..decoding import MODES, GenerationConfig, decoder_for
     from ..model import load
     from ..model.convert import resolve_token, set_mask_token
-    from ..model.defaults import default_model_path
+    from ..model.defaults import model_path
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    path = args.model or default_model_path()
+    path = model_path(args.model)
     loaded = load(path, dtype=getattr(torch, args.dtype))
     if loaded.config.mask_token_id is None:
         if args.mask_token is None:

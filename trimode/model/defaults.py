@@ -36,3 +36,8 @@ def smollm2_gguf_path() -> Path:
 
 def default_model_path() -> Path:
     return smollm2_gguf_path()
+
+
+def model_path(given: str | Path | None) -> Path:
+    """The checkpoint a command was given (``--model``), else the default model."""
+    return Path(given) if given else default_model_path()

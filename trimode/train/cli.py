@@ -88,16 +88,15 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     import torch
 
     from ..model import load
     from ..model.convert import resolve_token, set_mask_token
-    from ..model.defaults import default_model_path
+    from ..model.defaults import model_path
     from .export import export_nld
 
-    path = Path(args.model) if args.model else default_model_path()
+    path = model_path(args.model)
     loaded = load(path, dtype=torch.float32, device="cpu", adapter=not args.no_adapter, pack=False)
     if args.mask_token is not None:
         set_mask_token(loaded.model, resolve_token(loaded.tokenizer, args.mask_token), block_size=args.block_size)

@@ -9,7 +9,7 @@ import torch
 
 from ..model import load
 from ..model.convert import add_drafting_adapter, resolve_token, set_mask_token
-from ..model.defaults import default_model_path
+from ..model.defaults import model_path
 from ..model.loading import DRAFT_ADAPTER, save_pretrained
 from ..model.transformer import Transformer
 from .config import TrainConfig
@@ -25,7 +25,7 @@ def prepare_model(cfg: TrainConfig, device: str):
     when the checkpoint has none), plus the mask token's embedding row when the mask token is
     assigned here (a plain AR model has never seen it).
     """
-    path = Path(cfg.model) if cfg.model else default_model_path()
+    path = model_path(cfg.model)
     loaded = load(path, dtype=getattr(torch, cfg.dtype), device=device, adapter=True, pack=False)
     model: Transformer = loaded.model
     kind = cfg.objective.kind
