@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.distributed.checkpoint.state_dict import StateDictOptions
 from tqdm import tqdm
 
 from ..model.transformer import Transformer
@@ -25,6 +26,10 @@ from .config import TrainConfig
 from .distributed import DistEnv
 from .objective import LossTerms, adapter_terms, ar_terms, corrupt, joint_terms
 from .schedule import lr_at
+
+
+# Checkpoints hold whole (unsharded) tensors on the CPU, whatever the parallelism that wrote them.
+_GATHER = StateDictOptions(full_state_dict=True, cpu_offload=True)
 
 
 class ObjectiveModule(nn.Module):
@@ -95,15 +100,10 @@ class Trainer:
 
         return DistributedDataParallel(module, device_ids=None if self.env.device == "cpu" else [self.env.local_rank])
 
-    def _state_options(self):
-        from torch.distributed.checkpoint.state_dict import StateDictOptions
-
-        return StateDictOptions(full_state_dict=True, cpu_offload=True)
-
     def trainable_state(self) -> dict[str, torch.Tensor]:
         from torch.distributed.checkpoint.state_dict import get_model_state_dict
 
-        full = get_model_state_dict(self.module, options=self._state_options())
+        full = get_model_state_dict(self.module, options=_GATHER)
         names = {f"model.{n}" for n in self.trainable}
         return {k: v for k, v in full.items() if k in names}
 
@@ -111,7 +111,7 @@ class Trainer:
         from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
 
         model_state = self.trainable_state()
-        optim_state = get_optimizer_state_dict(self.module, self.optimizer, options=self._state_options())
+        optim_state = get_optimizer_state_dict(self.module, self.optimizer, options=_GATHER)
         path = None
         if self.env.main:
             meta = {"config": self.cfg.to_dict(), "data": self.batches.state_dict(), "world": self.env.world}
@@ -126,9 +126,9 @@ class Trainer:
         if path is None:
             return False
         model_state, optim_state, meta = load_checkpoint(path)
-        opts = self._state_options()
-        set_model_state_dict(self.module, model_state, options=opts.__class__(full_state_dict=True, strict=False))
-        set_optimizer_state_dict(self.module, self.optimizer, optim_state, options=opts.__class__(full_state_dict=True))
+        # Only the trainable tensors are saved, so the model state is loaded non-strictly.
+        set_model_state_dict(self.module, model_state, options=StateDictOptions(full_state_dict=True, strict=False))
+        set_optimizer_state_dict(self.module, self.optimizer, optim_state, options=StateDictOptions(full_state_dict=True))
         self.batches.load_state_dict(meta["data"])
         self.step = int(meta["step"])
         if self.env.main:
