@@ -16,7 +16,7 @@ def test_two_commands_at_the_top():
     commands = readme_commands()
     assert len(commands) == 2
     main_job, tests = commands
-    assert "trimode generate" in main_job and "pip install" in main_job
+    assert main_job.endswith("&& trimode demo") and "pip install" in main_job
     assert "pytest" in tests and '".[test]"' in tests
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from .decoding.base import GenerationConfig, GenerationResult
@@ -15,7 +16,7 @@ COUNTING = (
 )
 
 
-BENCHMARKS = ("suite", "ar-vs-transformers", "modes", "train-tiny", "serve-load")
+BENCHMARKS = ("suite", "ar-vs-transformers", "modes", "train-tiny", "serve-load", "forward-curve")
 _MODE_DEFAULT = object()  # --threshold not given: 0.9 for diffusion, 0 (one-shot drafts) for linear-spec
 
 
@@ -112,6 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
     from .train import distill
 
     distill.add_arguments(sub.add_parser("distill-data", help="write a JSONL of a model's own answers to prompts"))
+    from . import demo
+
+    demo.add_arguments(sub.add_parser("demo", help="the default model in every mode, streamed, then a table"))
+    mp = sub.add_parser("make-prompts", help="write distillation prompts built on this machine (never eval prompts)")
+    mp.add_argument("--output", required=True, help="JSONL file to write ('prompt', 'kind', 'source' per line)")
+    mp.add_argument("--count", type=int, default=2000)
+    mp.add_argument("--seed", type=int, default=0)
     return parser
 
 
@@ -256,6 +264,20 @@ def _report(args, loaded, prompts, result: GenerationResult, texts) -> dict[str,
     return out
 
 
+def cmd_make_prompts(args: argparse.Namespace) -> int:
+    from collections import Counter
+
+    from .train import recipe_prompts
+
+    if args.count < 1:
+        raise UsageError(f"--count must be >= 1, got {args.count}")
+    prompts = recipe_prompts.build(args.count, seed=args.seed)
+    recipe_prompts.write(Path(args.output), prompts)
+    kinds = Counter(p["kind"] for p in prompts)
+    print(f"wrote {len(prompts)} prompts {dict(kinds)} to {args.output}", file=sys.stderr)
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     loaded = _load(args)
     cfg = loaded.config
@@ -296,6 +318,12 @@ def main(argv: list[str] | None = None) -> int:
             from .train import distill
 
             return distill.run(args)
+        if args.command == "demo":
+            from . import demo
+
+            return demo.run(args)
+        if args.command == "make-prompts":
+            return cmd_make_prompts(args)
         if args.command == "serve":
             from .server.cli import run as serve
 

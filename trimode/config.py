@@ -75,6 +75,9 @@ class ModelConfig:
     # Tri-mode fields (NLD checkpoints); None for plain AR checkpoints.
     mask_token_id: int | None = None
     block_size: int | None = None
+    # Adapter conversions (frozen AR base): diffusion also denoises with the drafting adapter,
+    # since the base itself never learned to fill masks.
+    denoise_adapter: bool = False
 
     def __post_init__(self) -> None:
         if self.num_attention_heads % self.num_key_value_heads:
@@ -140,6 +143,7 @@ class ModelConfig:
             pad_token_id=hf.get("pad_token_id"),
             mask_token_id=hf.get("mask_token_id"),
             block_size=hf.get("block_size"),
+            denoise_adapter=bool(hf.get("trimode_denoise_adapter", False)),
         )
 
     def to_hf(self) -> dict[str, Any]:
@@ -169,6 +173,8 @@ class ModelConfig:
             out["mask_token_id"] = self.mask_token_id
         if self.block_size is not None:
             out["block_size"] = self.block_size
+        if self.denoise_adapter:
+            out["trimode_denoise_adapter"] = True
         if self.model_type == NLD_MODEL_TYPE:
             # What the released checkpoints' remote code reads besides the Ministral-3 fields.
             out.update(

@@ -171,3 +171,19 @@ def test_quadratic_is_lossless_where_the_llama4_query_scale_is_active():
         assert decoder_for("linear-spec", model).generate([p], config).sequences[0] == want
     # Guard: positions here span several scale levels (floor(pos / 8) goes well past 1).
     assert max(len(p) for p in prompts) + 40 > 3 * 8
+
+
+@pytest.mark.parametrize("mode", ["ar", "diffusion", "linear-spec", "quadratic-spec"])
+def test_streamed_pieces_add_up_to_the_result(model, mode):
+    """on_tokens sees every emitted id once, in order, per row, as the rows produce them."""
+    seen: dict[int, list[list[int]]] = {0: [], 1: []}
+    cfg = GenerationConfig(max_new_tokens=11, block_size=4, eos_token_ids=(2,))
+    prompts = [[5, 9, 14], [7, 30]]
+    streamed = decoder_for(mode, model).generate(prompts, cfg, on_tokens=lambda b, ids: seen[b].append(list(ids)))
+    plain = decoder_for(mode, model).generate(prompts, cfg)
+    assert streamed.sequences == plain.sequences
+    for b in (0, 1):
+        assert [t for piece in seen[b] for t in piece] == streamed.sequences[b]
+        assert all(piece for piece in seen[b])
+    if mode == "ar":
+        assert all(len(piece) == 1 for pieces in seen.values() for piece in pieces)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
+from trimode.model import load
 from trimode.train.config import TrainConfig
 from trimode.train.objective import ObjectiveConfig
 from trimode.train.run import train
@@ -119,9 +119,7 @@ def test_torchrun_two_gloo_ranks_match_one_process(scratch, tmp_path, objective)
     done = subprocess.run(two, env=ENV, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     assert _losses(tmp_path / "two") == pytest.approx(_losses(tmp_path / "one"), abs=1e-4)
-    a = load_file(str(tmp_path / "one" / "final" / "model.safetensors"))
-    b = load_file(str(tmp_path / "two" / "final" / "model.safetensors"))
-    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4
+    assert _max_weight_difference(tmp_path / "one" / "final", tmp_path / "two" / "final") < 1e-4
 
 
 def test_fsdp2_on_gloo_matches_one_process_and_resumes(scratch, tmp_path):
@@ -142,18 +140,29 @@ def test_fsdp2_on_gloo_matches_one_process_and_resumes(scratch, tmp_path):
     done = subprocess.run(two + ["--resume"], env=ENV, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     assert _losses(tmp_path / "two") == pytest.approx(reference, abs=1e-4)
-    a = load_file(str(tmp_path / "one" / "final" / "model.safetensors"))
-    b = load_file(str(tmp_path / "two" / "final" / "model.safetensors"))
-    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4
+    assert _max_weight_difference(tmp_path / "one" / "final", tmp_path / "two" / "final") < 1e-4
+
+
+def _max_weight_difference(a: Path, b: Path) -> float:
+    """Largest difference between two final checkpoints' weights (full or delta), as loaded."""
+    sa, sb = load(a, pack=False).model.state_dict(), load(b, pack=False).model.state_dict()
+    assert sa.keys() == sb.keys()
+    return max((sa[k] - sb[k]).abs().max().item() for k in sa)
 
 
 def test_adapter_objective_leaves_the_base_bit_identical(scratch, tmp_path):
+    """Only the adapter and the mask row learn, and ``final/`` is a delta holding just those."""
     ckpt, _ = scratch
     cfg = _config(scratch, tmp_path / "ad", max_steps=6, objective=ObjectiveConfig(kind="adapter", block_size=4),
                   train_mask_embedding=True)
     records = train(cfg)
     assert records[-1]["draft_accuracy"] >= 0.0 and records[-1]["distill_ce"] > 0
-    before, after = load_file(str(ckpt / "model.safetensors")), load_file(str(tmp_path / "ad/final/model.safetensors"))
+    final = tmp_path / "ad" / "final"
+    assert not (final / "model.safetensors").exists()
+    meta = json.loads((final / "trimode_delta.json").read_text())
+    assert meta["base"]["path"] == str(ckpt.resolve()) and meta["training"]["steps"] == 6
+    before = load(ckpt, pack=False).model.state_dict()
+    after = load(final, pack=False).model.state_dict()
     mask_id = json.loads((ckpt / "config.json").read_text())["mask_token_id"]
     for name, tensor in before.items():
         if name == "model.embed_tokens.weight":
@@ -161,8 +170,8 @@ def test_adapter_objective_leaves_the_base_bit_identical(scratch, tmp_path):
             assert changed == [mask_id]
         else:
             assert torch.equal(after[name], tensor), name
-    adapter = tmp_path / "ad" / "final" / "linear_spec_lora"
-    assert (adapter / "adapter_model.safetensors").is_file()
+    assert any(".adapters.linear_spec." in k for k in after) and not any(".adapters." in k for k in before)
+    adapter = final / "linear_spec_lora"
     assert json.loads((adapter / "adapter_config.json").read_text())["target_modules"] == ["o_proj"]
 
 

@@ -64,6 +64,10 @@ def run_benchmark(name: str | None, argv: list[str]) -> int:
         from .train_tiny import main
 
         return main(argv)
+    if name == "forward-curve":
+        from .forward_curve import main
+
+        return main(argv)
     if name == "serve-load":
         from .serve_load import main
 

@@ -30,6 +30,8 @@ StopCondition = Callable[[Sequence[int]], bool]
 # A force rule sees (row, generated ids) and names the token that must come next, or None
 # (e.g. the end-of-thinking token once a thinking budget is spent; see trimode.decoding.thinking).
 ForceRule = Callable[[int, Sequence[int]], "int | None"]
+# A stream callback gets (row, the ids that row just emitted).
+TokenCallback = Callable[[int, list[int]], None]
 ACCEPTANCE_RULES = ("speculative", "exact-match")
 
 
@@ -47,7 +49,7 @@ class GenerationConfig:
     max_steps: int | None = None  # denoising steps per block (inference budget); None = block_size
     causal_context: bool = True  # diffusion: prefill and commit passes causal (False: bidirectional)
     draft_threshold: float | None = 0.0  # linear spec drafting; 0 = fill the whole draft in one forward
-    use_adapter: bool = True  # linear spec: draft with the drafting adapter when the model has one
+    use_adapter: bool = True  # draft (linear spec) / denoise (diffusion, config.denoise_adapter) with the adapter
     acceptance: str = "speculative"  # T > 0: "speculative" (lossless) or "exact-match" (reference)
 
     def __post_init__(self) -> None:
@@ -243,7 +245,11 @@ class Decoder(ABC):
         token-for-token equivalent (the reference lets it through, see fixtures README surprise 1)."""
         return forbid(logits, self.model.config.mask_token_id)
 
-    def generate(self, prompts: Sequence[Sequence[int]], config: GenerationConfig) -> GenerationResult:
+    def generate(
+        self, prompts: Sequence[Sequence[int]], config: GenerationConfig, on_tokens: TokenCallback | None = None
+    ) -> GenerationResult:
+        """Decode ``prompts``; ``on_tokens(row, new_ids)`` is called as each row's tokens are emitted
+        (after the prefill and after every step; e.g. to stream text)."""
         prompts = [list(map(int, p)) for p in prompts]
         if not prompts:
             raise ValueError("no prompts given")
@@ -255,15 +261,29 @@ class Decoder(ABC):
         rows = [Row(p, config, b, None if generators is None else generators[b]) for b, p in enumerate(prompts)]
         start = time.perf_counter()
         batch = self.open(config)
+        sent = [0] * len(rows)
+        outside = 0.0  # time spent in on_tokens, kept out of the decoder's timings
+
+        def stream() -> None:
+            nonlocal outside
+            began = time.perf_counter()
+            for b, row in enumerate(rows):
+                if len(row.tokens) > sent[b]:
+                    on_tokens(b, row.tokens[sent[b] :])
+                    sent[b] = len(row.tokens)
+            outside += time.perf_counter() - began
+
         with torch.inference_mode():
             self.join(batch, rows)
             while True:
+                if on_tokens is not None:
+                    stream()
                 batch.remove_finished()
                 if not batch.rows:
                     break
                 self.step(batch)
         stats = batch.stats
-        stats.elapsed_s = time.perf_counter() - start
+        stats.elapsed_s = time.perf_counter() - start - outside
         stats.tokens_per_row = [len(r.tokens) for r in rows]
         stats.generated_tokens = sum(stats.tokens_per_row)
         if any(r.accepted_lengths for r in rows):

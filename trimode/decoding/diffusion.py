@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import torch
 
+from ..model.loading import DRAFT_ADAPTER
 from .base import Batch, Decoder, GenerationConfig, Row
 from .denoise import denoise_block
 
@@ -33,6 +34,14 @@ class DiffusionDecoder(Decoder):
 
     def cache_extra(self, settings: GenerationConfig) -> int:
         return settings.max_new_tokens + settings.block_size + 1
+
+    def denoise_adapter(self, settings: GenerationConfig) -> str | None:
+        """The drafting adapter for denoising forwards, on models converted with a frozen base
+        (config ``denoise_adapter``); commit and prefill passes never use it, so the cache holds
+        the base model's K/V, as in adapter training."""
+        cfg = self.model.config
+        use = cfg.denoise_adapter and settings.use_adapter and DRAFT_ADAPTER in self.model.adapter_names
+        return DRAFT_ADAPTER if use else None
 
     @staticmethod
     def _context(settings: GenerationConfig) -> str:
@@ -57,7 +66,7 @@ class DiffusionDecoder(Decoder):
         result = denoise_block(
             self, batch, block, self.block_positions(cache, width), range(len(rows)), known=lead,
             mask_id=mask_id, threshold=settings.threshold, max_steps=settings.max_steps or width, kind="denoise",
-            needed=[lead + max(row.remaining(), 0) for row in rows],
+            needed=[lead + max(row.remaining(), 0) for row in rows], adapter=self.denoise_adapter(settings),
         )
         filled = result.tokens.tolist()
         pieces: list[list[int]] = []

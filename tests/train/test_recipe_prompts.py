@@ -1,0 +1,59 @@
+"""Distillation prompts built on this machine: mixed kinds, deterministic, never an eval prompt."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+
+from trimode.eval import prompts as bundled
+from trimode.train import recipe_prompts
+
+SOURCE = '''
+def add_numbers(a, b):
+    """Return the sum of a and b."""
+    total = a + b
+    return total
+
+
+def has_close_elements(numbers, threshold):
+    """Named like a HumanEval entry point: must be skipped."""
+    x = 1
+    return x
+
+
+def _private(x):
+    """Private helpers are skipped."""
+    y = x
+    return y
+'''
+
+
+def test_prompts_mix_kinds_skip_eval_names_and_are_deterministic(tmp_path):
+    (tmp_path / "mod.py").write_text(SOURCE)
+    (tmp_path / "test").mkdir()
+    (tmp_path / "test" / "test_mod.py").write_text(SOURCE.replace("add_numbers", "in_tests"))
+    a = recipe_prompts.build(200, seed=1, root=tmp_path)
+    assert a == recipe_prompts.build(200, seed=1, root=tmp_path)
+    kinds = Counter(p["kind"] for p in a)
+    assert {"code", "explain", "math", "chat"} <= set(kinds)
+    sources = {p["source"] for p in a}
+    assert "stdlib:mod.py:add_numbers" in sources
+    assert not any("has_close_elements" in s or "_private" in s or "in_tests" in s for s in sources)
+    eval_texts = {item.messages()[0]["content"] for item in bundled.load_all("eval")}
+    assert not eval_texts & {p["prompt"] for p in a}
+    train_texts = {item.messages()[0]["content"] for item in bundled.load_all("train")}
+    assert train_texts <= {p["prompt"] for p in a}
+
+
+def test_cli_writes_jsonl_that_distill_data_reads(tmp_path):
+    from trimode.train.distill import read_prompts
+
+    out = tmp_path / "prompts.jsonl"
+    done = subprocess.run([sys.executable, "-m", "trimode.cli", "make-prompts", "--output", str(out), "--count", "120"],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 120 and all(r["prompt"] for r in rows)
+    assert len(read_prompts(out, chat=True)) == 120

