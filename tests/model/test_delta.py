@@ -107,3 +107,21 @@ def test_missing_base_and_bad_rows_are_named(base_and_delta, tmp_path):
     (delta / DELTA_FILE).write_text(json.dumps(meta))
     with pytest.raises(DeltaError, match="version"):
         load(delta)
+
+
+def test_the_delta_adapter_replaces_a_base_adapter(tmp_path):
+    """Adapter training continues a base's own adapter; loading the delta must not stack the two."""
+    cfg = preset("tiny").replace(vocab_size=64, eos_token_ids=(2,), mask_token_id=MASK)
+    model = new_model(cfg, seed=1)
+    add_drafting_adapter(model, rank=4, init="random", seed=3)
+    base = save_pretrained(model, tmp_path / "base")
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.adapters[DRAFT_ADAPTER][0].B.mul_(-2.0)
+    delta = save_delta(model, tmp_path / "delta", base, [MASK])
+    loaded = load(delta, pack=False).model
+    parts = [len(layer.self_attn.o_proj.adapters[DRAFT_ADAPTER]) for layer in loaded.model.layers]
+    assert parts == [1] * cfg.num_hidden_layers
+    ids = torch.tensor([[1, 7, 9, MASK]])
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded(ids, adapter=DRAFT_ADAPTER), model(ids, adapter=DRAFT_ADAPTER))

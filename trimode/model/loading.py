@@ -94,7 +94,9 @@ def _load_delta(folder: Path, dtype: torch.dtype, device: str | torch.device, ad
     base = resolve_base(folder, meta)
     if is_delta(base):
         raise CheckpointError(f"delta {folder} names another delta ({base}) as its base; chains are not supported")
-    loaded = _load_any(base, dtype, device, adapter)
+    # A delta's own adapter replaces the base's (adapter training continues the base's adapter).
+    own_adapter = (folder / ADAPTER_DIR / "adapter_config.json").is_file()
+    loaded = _load_any(base, dtype, device, adapter and not own_adapter)
     apply_delta(loaded, folder, meta, adapter)
     loaded.source, loaded.format = folder, "delta"
     loaded.extras["base"] = base
