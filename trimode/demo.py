@@ -155,16 +155,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .cli import UsageError, _load
-    from .model.convert import resolve_token, set_mask_token
+    from .eval.generation import ensure_mask_token
 
     if args.max_new_tokens < 1 or args.prompts < 1:
         raise UsageError("--max-new-tokens and --prompts must be >= 1")
     loaded = _load(args)
     if loaded.tokenizer is None:
         raise UsageError(f"{loaded.source} has no tokenizer; the demo needs one to show text")
-    if loaded.config.mask_token_id is None and set(args.modes) - {"ar"}:
-        token = args.mask_token or "<empty_output>"
-        set_mask_token(loaded.model, resolve_token(loaded.tokenizer, token))
+    if set(args.modes) - {"ar"} and ensure_mask_token(loaded, args.mask_token) is None:
+        raise UsageError(f"{loaded.source} has no mask token; pass --mask-token for the non-AR modes")
     prompts = demo_prompts(loaded.tokenizer, args.prompts)
     print(f"model: {loaded.source} ({loaded.format}); {len(prompts)} held-out prompts, "
           f"{args.max_new_tokens} new tokens max, greedy, batch 1, {args.device}")
