@@ -76,3 +76,9 @@ def test_over_cache_sliding_window():
     # 3 cached tokens (positions 0..2), one new token at position 3, window 2: sees positions 2, 3.
     m = masks.over_cache(masks.causal(1), torch.tensor([3]), 4, q_positions=torch.tensor([[3]]), window=2)
     assert torch.equal(m[0, 0], grid("0011"))
+
+
+def test_known_then_block_keeps_the_seed_causal():
+    # The draft block [seed, M, M] of a masks-scoped adapter: the seed sees only itself.
+    assert torch.equal(masks.known_then_block(3, 1), grid("100\n111\n111"))
+    assert torch.equal(masks.known_then_block(3, 2), grid("100\n110\n111"))

@@ -16,7 +16,7 @@ COUNTING = (
 )
 
 
-BENCHMARKS = ("suite", "ar-vs-transformers", "modes", "train-tiny", "serve-load", "forward-curve")
+BENCHMARKS = ("suite", "ar-vs-transformers", "modes", "train-tiny", "serve-load", "forward-curve", "draft-curve")
 _MODE_DEFAULT = object()  # --threshold not given: 0.9 for diffusion, 0 (one-shot drafts) for linear-spec
 
 

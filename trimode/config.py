@@ -24,6 +24,8 @@ SUPPORTED_MODEL_TYPES = (
 NLD_MODEL_TYPE = "nemotron_labs_diffusion"
 
 
+ADAPTER_SCOPES = ("block", "masks")
+
 @dataclass(frozen=True)
 class RopeConfig:
     """Rotary embedding variant. ``type`` is one of ``default``, ``linear``, ``llama3``, ``yarn``."""
@@ -78,8 +80,15 @@ class ModelConfig:
     # Adapter conversions (frozen AR base): diffusion also denoises with the drafting adapter,
     # since the base itself never learned to fill masks.
     denoise_adapter: bool = False
+    # Where the drafting adapter applies inside a draft or denoising block. "block": every token of
+    # the block (the published adapter). "masks": mask slots only; the known slots (a draft's seed, a
+    # quadratic grid's heads) stay exact causal, adapter-off queries, which is what lets quadratic
+    # self-speculation, whose heads verify, draft with the adapter in the same forward.
+    adapter_scope: str = "block"
 
     def __post_init__(self) -> None:
+        if self.adapter_scope not in ADAPTER_SCOPES:
+            raise ValueError(f"adapter_scope must be one of {ADAPTER_SCOPES}, got {self.adapter_scope!r}")
         if self.num_attention_heads % self.num_key_value_heads:
             raise ValueError(
                 f"num_attention_heads={self.num_attention_heads} is not a multiple of "
@@ -144,6 +153,7 @@ class ModelConfig:
             mask_token_id=hf.get("mask_token_id"),
             block_size=hf.get("block_size"),
             denoise_adapter=bool(hf.get("trimode_denoise_adapter", False)),
+            adapter_scope=hf.get("trimode_adapter_scope", "block"),
         )
 
     def to_hf(self) -> dict[str, Any]:
@@ -175,6 +185,8 @@ class ModelConfig:
             out["block_size"] = self.block_size
         if self.denoise_adapter:
             out["trimode_denoise_adapter"] = True
+        if self.adapter_scope != "block":
+            out["trimode_adapter_scope"] = self.adapter_scope
         if self.model_type == NLD_MODEL_TYPE:
             # What the released checkpoints' remote code reads besides the Ministral-3 fields.
             out.update(

@@ -21,6 +21,15 @@ def bidirectional(n: int, device: torch.device | str | None = None) -> torch.Ten
     return torch.ones(n, n, dtype=torch.bool, device=device)
 
 
+def known_then_block(n: int, known: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """A block whose first ``known`` slots are causal (they see only known slots up to themselves,
+    exactly as an AR forward would) and whose other slots see the whole block: the draft block
+    [seed, MASK x (n-1)] of a "masks"-scoped drafting adapter."""
+    mask = torch.ones(n, n, dtype=torch.bool, device=device)
+    mask[:known] = causal(n, device)[:known]
+    return mask
+
+
 def block_of(index: torch.Tensor, block: int) -> torch.Tensor:
     return torch.div(index, block, rounding_mode="floor")
 

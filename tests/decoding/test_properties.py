@@ -187,3 +187,36 @@ def test_streamed_pieces_add_up_to_the_result(model, mode):
         assert all(piece for piece in seen[b])
     if mode == "ar":
         assert all(len(piece) == 1 for pieces in seen.values() for piece in pieces)
+
+
+@pytest.fixture(scope="module")
+def scoped():
+    """An adapter conversion whose adapter acts on mask slots only (quadratic-spec drafts with it)."""
+    return tri_tiny(seed=0, adapter_scope="masks", denoise_adapter=True)
+
+
+@pytest.mark.parametrize("mode, block", [("linear-spec", 4), ("linear-spec", 8), ("quadratic-spec", 2),
+                                         ("quadratic-spec", 4), ("quadratic-spec", 7)])
+def test_greedy_speculation_with_a_masks_scoped_adapter_equals_greedy_ar(scoped, mode, block):
+    prompts = random_prompts(10, seed=100 + block)
+    expected = ar_reference(scoped, prompts)
+    decoder = decoder_for(mode, scoped)
+    lengths = {}
+    for adapter in (True, False):
+        config = GenerationConfig(max_new_tokens=40, eos_token_ids=(EOS,), block_size=block, use_adapter=adapter)
+        lengths[adapter] = []
+        for p, want in zip(prompts, expected):
+            result = decoder.generate([p], config)
+            assert result.sequences[0] == want
+            lengths[adapter].append(result.stats.accepted_lengths[0])
+    # The adapter really drafts (in quadratic-spec too): the accepted lengths change with it.
+    assert lengths[True] != lengths[False]
+
+
+@pytest.mark.parametrize("mode", ["linear-spec", "quadratic-spec", "diffusion"])
+def test_masks_scoped_batch_equals_single(scoped, mode):
+    prompts = random_prompts(5, seed=7)
+    config = GenerationConfig(max_new_tokens=24, eos_token_ids=(EOS,), block_size=4)
+    decoder = decoder_for(mode, scoped)
+    alone = [decoder.generate([p], config).sequences[0] for p in prompts]
+    assert decoder.generate(prompts, config).sequences == alone

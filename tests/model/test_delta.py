@@ -125,3 +125,20 @@ def test_the_delta_adapter_replaces_a_base_adapter(tmp_path):
     ids = torch.tensor([[1, 7, 9, MASK]])
     with torch.inference_mode():
         torch.testing.assert_close(loaded(ids, adapter=DRAFT_ADAPTER), model(ids, adapter=DRAFT_ADAPTER))
+
+
+def test_the_adapter_scope_and_partial_layers_survive_the_delta(tmp_path):
+    cfg = preset("tiny").replace(vocab_size=64, eos_token_ids=(2,))
+    base = save_pretrained(new_model(cfg, seed=1), tmp_path / "base")
+    model = load(base, pack=False).model
+    set_mask_token(model, MASK, block_size=4)
+    top = range(cfg.num_hidden_layers - 1, cfg.num_hidden_layers)
+    add_drafting_adapter(model, rank=4, init="random", seed=3, layers=top)
+    model.config = model.config.replace(adapter_scope="masks")
+    delta = save_delta(model, tmp_path / "delta", base, [MASK], {})
+    acfg = json.loads((delta / "linear_spec_lora" / "adapter_config.json").read_text())
+    assert acfg["layers_to_transform"] == list(top)
+    again = load(delta, pack=False).model
+    assert again.config.adapter_scope == "masks"
+    with_adapter = [i for i, layer in enumerate(again.model.layers) if layer.self_attn.o_proj.adapters]
+    assert with_adapter == list(top)

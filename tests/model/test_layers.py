@@ -52,3 +52,37 @@ def test_lora_on_a_slice_of_a_fused_projection():
     assert torch.allclose(on[:, 4:7], base[:, 4:7] + delta, atol=1e-5)
     assert torch.equal(on[:, :4], base[:, :4]) and torch.equal(on[:, 7:], base[:, 7:])
     assert torch.equal(layer(x, adapter="other"), base)
+
+
+def test_an_adapter_gate_switches_the_update_per_token():
+    from conftest import tri_tiny
+    from trimode.model import DRAFT_ADAPTER
+
+    model = tri_tiny(seed=4)
+    ids = torch.randint(4, 96, (2, 6), generator=torch.Generator().manual_seed(0))
+    pos = torch.arange(6).expand(2, 6)
+    with torch.no_grad():
+        off = model.hidden_states(ids, pos)
+        on = model.hidden_states(ids, pos, adapter=DRAFT_ADAPTER)
+        closed = model.hidden_states(ids, pos, adapter=DRAFT_ADAPTER, adapter_gate=torch.zeros(2, 6, dtype=torch.bool))
+        opened = model.hidden_states(ids, pos, adapter=DRAFT_ADAPTER, adapter_gate=torch.ones(2, 6, dtype=torch.bool))
+        # Causal: a gate open only from token 3 on leaves tokens 0..2 exactly adapter-off.
+        late = torch.zeros(2, 6, dtype=torch.bool)
+        late[:, 3:] = True
+        mixed = model.hidden_states(ids, pos, adapter=DRAFT_ADAPTER, adapter_gate=late)
+    assert not torch.allclose(on, off)
+    assert torch.equal(closed, off) and torch.allclose(opened, on, atol=1e-6)
+    assert torch.allclose(mixed[:, :3], off[:, :3], atol=1e-6) and not torch.allclose(mixed[:, 3:], off[:, 3:])
+
+
+def test_layer_ranges_compose_to_the_whole_forward():
+    from conftest import tri_tiny
+
+    model = tri_tiny(seed=5)
+    ids = torch.randint(4, 96, (1, 7), generator=torch.Generator().manual_seed(1))
+    pos = torch.arange(7)[None]
+    with torch.no_grad():
+        whole = model.hidden_states(ids, pos)
+        lower = model.layer_states(model.model.embed_tokens(ids), pos, stop=1)
+        split = model.model.norm(model.layer_states(lower, pos, start=1))
+    assert torch.allclose(whole, split, atol=1e-6)

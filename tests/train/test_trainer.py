@@ -205,3 +205,30 @@ def test_bad_inputs_are_refused_clearly(scratch, tmp_path):
            "-m", "trimode.cli", "train", *_cli_args(scratch, tmp_path / "y", 2, "--batch-size", "3")]
     done = subprocess.run(two, env=ENV, capture_output=True, text=True)
     assert done.returncode != 0 and "not divisible by the 2 ranks" in done.stderr
+
+
+def test_fast_drafter_recipe_evaluates_keeps_the_best_and_resumes(scratch, tmp_path):
+    """Top-layer adapter scoped to masks, every slot trained, frozen passes kept per sequence:
+    held-out evaluations log the training time, the best adapter and snapshots are deltas that load,
+    and a resumed run continues the curve and the clock."""
+    ckpt, data = scratch
+    small = tmp_path / "small.txt"  # a few sequences: later epochs reuse the stored passes
+    small.write_text(arithmetic(60, seed=5))
+    fast = dict(data=(str(small),), objective=ObjectiveConfig(kind="adapter", block_size=4, draft_loss="all", distill_topk=16),
+                adapter_top_layers=1, adapter_scope="masks", teacher_store_mb=64, eval_data=(str(data),),
+                eval_every=2, eval_rows=4, snapshot_every=4, save_every=4, lr=1e-2, schedule="constant", warmup=0)
+    out = tmp_path / "fast"
+    train(_config(scratch, out, max_steps=4, **fast))
+    train(_config(scratch, out, max_steps=8, **fast), resume=True)
+    evals = [json.loads(x) for x in (out / "eval.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in evals] == [0, 2, 4, 6, 8]
+    assert all(b["train_s"] >= a["train_s"] for a, b in zip(evals, evals[1:])) and evals[-1]["train_s"] > evals[2]["train_s"] > 0
+    assert len(evals[-1]["slot_accuracy"]) == 3 and "accepted_per_block" in evals[-1]
+    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["epoch"] >= 1 and records[-1]["draft_weight"] > 0
+    assert sorted(p.name for p in (out / "snapshots").iterdir()) == ["step_000000", "step_000004", "step_000008"]
+    best = load(out / "best", pack=False).model
+    assert best.config.adapter_scope == "masks"
+    layers = [i for i, layer in enumerate(best.model.layers) if layer.self_attn.o_proj.adapters]
+    assert layers == [len(best.model.layers) - 1]
+    assert load(out / "final", pack=False).model.config.adapter_scope == "masks"

@@ -68,6 +68,10 @@ def run_benchmark(name: str | None, argv: list[str]) -> int:
         from .forward_curve import main
 
         return main(argv)
+    if name == "draft-curve":
+        from .draft_curve import main
+
+        return main(argv)
     if name == "serve-load":
         from .serve_load import main
 

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from ..cache import KVCache
+from ..model.loading import DRAFT_ADAPTER
 from ..model.transformer import Transformer
 from ..sampling import SamplingParams, forbid, make_generators, select
 
@@ -386,6 +387,10 @@ class Decoder(ABC):
         logits = self.model(ids.to(device), positions, cache, pattern=pattern, logits_at=last.to(device))[:, 0]
         cache.advance(lens)
         return self.suppress(logits)
+
+    def drafting_adapter(self, settings: GenerationConfig) -> str | None:
+        """The drafting adapter's name when the settings allow it and the model has one."""
+        return DRAFT_ADAPTER if settings.use_adapter and DRAFT_ADAPTER in self.model.adapter_names else None
 
     def block_positions(self, cache: KVCache, width: int) -> torch.Tensor:
         return cache.lens[:, None] + torch.arange(width, device=self.device)

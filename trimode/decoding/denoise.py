@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .. import masks
 from ..sampling import SamplingParams, candidates
 from .base import Batch, Decoder, Row
 
@@ -100,10 +101,15 @@ def denoise_block(
     host_masked = masked.tolist()
     pending = [b for b in rows if not _settled(host_tokens[b], host_masked[b], needed[b], members[b].eos)]
     tokens = conf = probs = None
+    # A "masks"-scoped adapter drafts at mask slots only; the given slots stay exact causal queries
+    # (adapter off, blind to the masks after them), as in its training and in a quadratic grid.
+    scoped = adapter is not None and decoder.model.config.adapter_scope == "masks"
+    pattern = masks.known_then_block(width, known, block.device) if scoped else "bidirectional"
     for step in range(max_steps):
         if not pending:
             break
-        logits = decoder.model(block, positions, cache, pattern="bidirectional", adapter=adapter)
+        logits = decoder.model(block, positions, cache, pattern=pattern, adapter=adapter,
+                               adapter_gate=masked if scoped else None)
         decoder.count(batch, kind, [members[b] for b in pending])
         tokens, conf, probs = row_candidates(logits, members, pending, exclude=mask_id)
         if probs is not None and q is None:

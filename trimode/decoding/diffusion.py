@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import torch
 
-from ..model.loading import DRAFT_ADAPTER
 from .base import Batch, Decoder, GenerationConfig, Row
 from .denoise import denoise_block
 
@@ -39,9 +38,7 @@ class DiffusionDecoder(Decoder):
         """The drafting adapter for denoising forwards, on models converted with a frozen base
         (config ``denoise_adapter``); commit and prefill passes never use it, so the cache holds
         the base model's K/V, as in adapter training."""
-        cfg = self.model.config
-        use = cfg.denoise_adapter and settings.use_adapter and DRAFT_ADAPTER in self.model.adapter_names
-        return DRAFT_ADAPTER if use else None
+        return self.drafting_adapter(settings) if self.model.config.denoise_adapter else None
 
     @staticmethod
     def _context(settings: GenerationConfig) -> str:

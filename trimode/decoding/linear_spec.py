@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import torch
 
-from ..model.loading import DRAFT_ADAPTER
 from .base import Batch, Decoder, GenerationConfig
 from .denoise import denoise_block
 from .speculative import accept
@@ -38,7 +37,7 @@ class LinearSpecDecoder(Decoder):
     def step(self, batch: Batch) -> None:
         settings, rows, cache = batch.settings, batch.rows, batch.cache
         mask_id, width = self.require_mask_id(), settings.block_size
-        adapter = DRAFT_ADAPTER if settings.use_adapter and DRAFT_ADAPTER in self.model.adapter_names else None
+        adapter = self.drafting_adapter(settings)
         block = torch.full((len(rows), width), mask_id, dtype=torch.long, device=self.device)
         block[:, :1] = self.last_tokens(rows)
         positions = self.block_positions(cache, width)

@@ -48,7 +48,14 @@ class QuadraticSpecDecoder(Decoder):
         grid[:, :, 0] = torch.tensor([row.state[0] for row in rows], device=self.device)
         positions = cache.lens[:, None] + masks.quadratic_grid_positions(0, width).to(self.device)
         grid_mask = masks.quadratic_grid(width, self.device)
-        hidden = self.model.hidden_states(grid.view(n, -1), positions, cache, pattern=grid_mask)
+        adapter = self.mask_adapter(batch.settings)
+        gate = None
+        if adapter is not None:  # the masks draft with the adapter; the heads verify without it
+            gate = torch.ones(n, width, row_len, dtype=torch.bool, device=self.device)
+            gate[:, :, 0] = False
+            gate = gate.view(n, -1)
+        hidden = self.model.hidden_states(grid.view(n, -1), positions, cache, pattern=grid_mask, adapter=adapter,
+                                          adapter_gate=gate)
         self.count(batch, "grid", rows)
         hidden = hidden.view(n, width, row_len, -1)
         head_logits = self.suppress(self.model.logits(hidden[:, :, 0]))  # [B, T, V]: head i verifies d_{i+1}
@@ -79,11 +86,15 @@ class QuadraticSpecDecoder(Decoder):
         cache = KVCache.for_model(self.model, len(rows), max(lens) + self.cache_extra(batch.settings))
         ids = torch.full((len(rows), total), mask_id, dtype=torch.long)
         intra = masks.causal(total).repeat(len(rows), 1, 1)
+        gate = torch.zeros(len(rows), total, dtype=torch.bool)
         for b, (row, n) in enumerate(zip(rows, lens)):
             ids[b, :n] = torch.tensor(row.prompt)
             intra[b, n : n + width, : n + width] = True
+            gate[b, n:] = True
         positions = torch.arange(total).expand(len(rows), total)
-        hidden = self.model.hidden_states(ids.to(self.device), positions.to(self.device), cache, pattern=intra.to(self.device))
+        adapter = self.mask_adapter(batch.settings)
+        hidden = self.model.hidden_states(ids.to(self.device), positions.to(self.device), cache, pattern=intra.to(self.device),
+                                          adapter=adapter, adapter_gate=gate.to(self.device) if adapter else None)
         cache.advance(lens)
         index = torch.tensor([[n - 1] + list(range(n + 1, n + width)) for n in lens], device=self.device)
         logits = self.model.logits(torch.gather(hidden, 1, index[..., None].expand(-1, -1, hidden.shape[-1])))
@@ -92,6 +103,11 @@ class QuadraticSpecDecoder(Decoder):
         self.count(batch, "prefill", rows)
         batch.stats.prefill_s += time.perf_counter() - start
         self._set_drafts(rows, [b for b, row in enumerate(rows) if row.active], logits[:, 1:], mask_id)
+
+    def mask_adapter(self, settings: GenerationConfig) -> str | None:
+        """The drafting adapter, for the grid's mask slots, when it is scoped to masks: an adapter
+        trained on whole draft blocks (the published one) has never seen adapter-off heads."""
+        return self.drafting_adapter(settings) if self.model.config.adapter_scope == "masks" else None
 
     def _set_drafts(self, rows: list[Row], which: list[int], logits: torch.Tensor, mask_id: int) -> None:
         """row.state = (draft [last emitted token, B-1 drafted tokens], their distributions q or None)."""

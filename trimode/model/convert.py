@@ -44,8 +44,9 @@ def add_drafting_adapter(
     targets: tuple[str, ...] = ("self_attn.o_proj",),
     init: str = "peft",
     seed: int = 0,
+    layers: range | None = None,
 ) -> None:
-    """Attach an untrained LoRA drafting adapter (``DRAFT_ADAPTER``) to every layer.
+    """Attach an untrained LoRA drafting adapter (``DRAFT_ADAPTER``) to every layer (or to ``layers``).
 
     ``init="peft"``: A Kaiming-uniform, B zero (PEFT's default, a no-op until trained);
     ``init="random"``: B random too, so drafts with and without the adapter differ.
@@ -57,7 +58,11 @@ def add_drafting_adapter(
     if unknown:
         raise ValueError(f"unknown adapter targets {unknown}; expected some of {sorted(rows)}")
     gen = torch.Generator().manual_seed(seed)
-    for layer in model.model.layers:
+    every = range(model.config.num_hidden_layers)
+    layers = every if layers is None else layers
+    if not layers or layers[0] < 0 or layers[-1] >= len(every):
+        raise ValueError(f"adapter layers {layers} not within the model's {len(every)} layers")
+    for layer in (model.model.layers[i] for i in layers):
         for target in targets:
             fused, out_rows = rows[target]
             module = layer.get_submodule(fused)

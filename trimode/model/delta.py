@@ -132,6 +132,7 @@ def save_delta(
         "mask_token_id": cfg.mask_token_id,
         "block_size": cfg.block_size,
         "denoise_adapter": bool(has_adapter and cfg.denoise_adapter),
+        "adapter_scope": cfg.adapter_scope,
         "training": training or {},
     }
     (folder / DELTA_FILE).write_text(json.dumps(meta, indent=2) + "\n")
@@ -169,4 +170,5 @@ def apply_delta(loaded, folder: Path, meta: dict[str, Any], adapter: bool) -> No
     set_mask_token(model, int(meta["mask_token_id"]), block_size=meta.get("block_size"))
     if adapter and (folder / ADAPTER_DIR / "adapter_config.json").is_file():
         load_peft_adapter(model, folder / ADAPTER_DIR, DRAFT_ADAPTER)
-        model.config = model.config.replace(denoise_adapter=bool(meta.get("denoise_adapter")))
+        model.config = model.config.replace(denoise_adapter=bool(meta.get("denoise_adapter")),
+                                            adapter_scope=meta.get("adapter_scope", "block"))

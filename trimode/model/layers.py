@@ -101,12 +101,15 @@ class Linear(nn.Module):
         self.adapters[name].append(part)
         return part
 
-    def forward(self, x: torch.Tensor, adapter: str | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, adapter: str | None = None, gate: torch.Tensor | None = None) -> torch.Tensor:
+        """``gate`` [..., 1] (0/1, broadcast over features) limits the update to some tokens."""
         y = linear(x, self.weight, self.bias, self.packed)
         if adapter is not None and adapter in self.adapters:
             for part in self.adapters[adapter]:
                 start, stop = part.out_rows
                 delta = F.linear(F.linear(x, part.A), part.B) * part.scale
+                if gate is not None:
+                    delta = delta * gate
                 if (start, stop) == (0, self.out_features):
                     y = y + delta
                 else:

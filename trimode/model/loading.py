@@ -309,7 +309,7 @@ def _save_peft_adapter(model: Transformer, folder: Path, name: str) -> None:
     prefix = "encoder" if model.config.model_type == "nemotron_labs_diffusion" else "model"
     rows = projection_rows(model.config)
     tensors: dict[str, torch.Tensor] = {}
-    targets, ranks, scales = set(), set(), set()
+    targets, ranks, scales, layers = set(), set(), set(), set()
     for layer_idx, layer in enumerate(model.model.layers):
         for proj, (fused, out_rows) in rows.items():
             module = layer.get_submodule(fused)
@@ -320,6 +320,7 @@ def _save_peft_adapter(model: Transformer, folder: Path, name: str) -> None:
                 tensors[f"{key}.lora_A.weight"] = part.A.detach().cpu().contiguous()
                 tensors[f"{key}.lora_B.weight"] = part.B.detach().cpu().contiguous()
                 targets.add(proj.split(".")[-1])
+                layers.add(layer_idx)
                 ranks.add(part.A.shape[0])
                 scales.add(part.scale)
     if len(ranks) != 1 or len(scales) != 1:
@@ -329,5 +330,7 @@ def _save_peft_adapter(model: Transformer, folder: Path, name: str) -> None:
     acfg = {"peft_type": "LORA", "r": rank, "lora_alpha": scale * rank, "target_modules": sorted(targets),
             "lora_dropout": 0.0, "bias": "none", "use_rslora": False, "use_dora": False, "fan_in_fan_out": False,
             "inference_mode": True}
+    if len(layers) < model.config.num_hidden_layers:  # PEFT's name for an adapter on some layers only
+        acfg["layers_to_transform"] = sorted(layers)
     (folder / "adapter_config.json").write_text(json.dumps(acfg, indent=2))
     save_file(tensors, str(folder / "adapter_model.safetensors"), metadata={"format": "pt"})

@@ -44,6 +44,9 @@ class _AttnContext:
     cos_q: torch.Tensor
     sin_q: torch.Tensor
     flex: Callable | None = None  # flex_attention with the BlockMask bound (training masks on CUDA)
+    # [B, T, 1] float, 1 where the adapter's update applies (None: at every token). Lets one forward
+    # mix adapter-off tokens (verifier heads of a quadratic grid) with adapter-on ones (its masks).
+    adapter_gate: torch.Tensor | None = None
 
 
 class Attention(nn.Module):
@@ -59,7 +62,7 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, ctx: _AttnContext, layer: int, adapter: str | None) -> torch.Tensor:
         b, t, _ = x.shape
         h, hkv = self.n_heads, self.n_kv
-        qkv = self.qkv_proj(x, adapter).view(b, t, h + 2 * hkv, self.head_dim)
+        qkv = self.qkv_proj(x, adapter, ctx.adapter_gate).view(b, t, h + 2 * hkv, self.head_dim)
         qk, v = qkv[:, :, : h + hkv], qkv[:, :, h + hkv :]
         if self.q_norm is not None:
             qk = torch.cat([self.q_norm(qk[:, :, :h]), self.k_norm(qk[:, :, h:])], dim=2)
@@ -82,7 +85,7 @@ class Attention(nn.Module):
                 q, k, v, attn_mask=ctx.mask, is_causal=ctx.is_causal, enable_gqa=h != hkv
             )
         out = out.transpose(1, 2).reshape(b, t, self.q_size).to(x.dtype)
-        return self.o_proj(out, adapter)
+        return self.o_proj(out, adapter, ctx.adapter_gate)
 
 
 class MLP(nn.Module):
@@ -92,9 +95,9 @@ class MLP(nn.Module):
         self.gate_up_proj = Linear(cfg.hidden_size, 2 * cfg.intermediate_size)
         self.down_proj = Linear(cfg.intermediate_size, cfg.hidden_size)
 
-    def forward(self, x: torch.Tensor, adapter: str | None) -> torch.Tensor:
-        gate, up = self.gate_up_proj(x, adapter).split(self.intermediate, dim=-1)
-        return self.down_proj(F.silu(gate) * up, adapter)
+    def forward(self, x: torch.Tensor, adapter: str | None, adapter_gate: torch.Tensor | None = None) -> torch.Tensor:
+        gate, up = self.gate_up_proj(x, adapter, adapter_gate).split(self.intermediate, dim=-1)
+        return self.down_proj(F.silu(gate) * up, adapter, adapter_gate)
 
 
 class DecoderLayer(nn.Module):
@@ -107,7 +110,7 @@ class DecoderLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, ctx: _AttnContext, layer: int, adapter: str | None) -> torch.Tensor:
         x = x + self.self_attn(self.input_layernorm(x), ctx, layer, adapter)
-        return x + self.mlp(self.post_attention_layernorm(x), adapter)
+        return x + self.mlp(self.post_attention_layernorm(x), adapter, ctx.adapter_gate)
 
 
 class Backbone(nn.Module):
@@ -162,6 +165,7 @@ class Transformer(nn.Module):
         *,
         pattern: Pattern = "causal",
         adapter: str | None = None,
+        adapter_gate: torch.Tensor | None = None,
         logits_at: torch.Tensor | str | None = None,
     ) -> torch.Tensor:
         """Logits [B, K, vocab] (float32) for the positions selected by ``logits_at``.
@@ -179,7 +183,7 @@ class Transformer(nn.Module):
         if positions is None:
             base = cache.lens[:, None] if cache is not None else torch.zeros(b, 1, dtype=torch.long)
             positions = base.to(input_ids.device) + torch.arange(t, device=input_ids.device)
-        hidden = self.hidden_states(input_ids, positions, cache, pattern=pattern, adapter=adapter)
+        hidden = self.hidden_states(input_ids, positions, cache, pattern=pattern, adapter=adapter, adapter_gate=adapter_gate)
         if logits_at is not None:
             if isinstance(logits_at, str):
                 if logits_at != "last":
@@ -203,29 +207,54 @@ class Transformer(nn.Module):
         *,
         pattern: Pattern = "causal",
         adapter: str | None = None,
+        adapter_gate: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Final-norm hidden states [B, T, hidden]; see :meth:`forward`."""
+        """Final-norm hidden states [B, T, hidden]; see :meth:`forward`. ``adapter_gate`` [B, T]
+        (bool) limits the adapter to the tokens where it is True."""
         x = self.model.embed_tokens(input_ids)
+        x = self.layer_states(x, positions, cache, pattern=pattern, adapter=adapter, adapter_gate=adapter_gate)
+        return self.model.norm(x)
+
+    def layer_states(
+        self,
+        x: torch.Tensor,
+        positions: torch.Tensor,
+        cache: KVCache | None = None,
+        *,
+        pattern: Pattern = "causal",
+        adapter: str | None = None,
+        adapter_gate: torch.Tensor | None = None,
+        start: int = 0,
+        stop: int | None = None,
+    ) -> torch.Tensor:
+        """The residual stream [B, T, hidden] after layers ``start..stop-1`` (no final norm), given
+        its value ``x`` before layer ``start``. Cache layers outside the range are not touched:
+        a drafter trained only on the upper layers runs its frozen lower layers once, without grad."""
         attn_dtype = cache.dtype if cache is not None else x.dtype
         if cache is not None:
-            cache.ensure_capacity(max(cache.lengths) + input_ids.shape[1])
+            cache.ensure_capacity(max(cache.lengths) + x.shape[1])
         flex = None
         if isinstance(pattern, BlockMask):
             if cache is not None:
                 raise ValueError("a flex-attention BlockMask pattern is for cache-free (training) forwards")
-            flex = functools.partial(self._flex_attention(input_ids.device), block_mask=pattern)
+            flex = functools.partial(self._flex_attention(x.device), block_mask=pattern)
             mask, is_causal = None, False
         else:
             mask, is_causal = self._mask(pattern, positions, cache)
+        if adapter_gate is not None:
+            if adapter_gate.shape != x.shape[:2]:
+                raise ValueError(f"adapter_gate must be [batch, tokens] = {tuple(x.shape[:2])}, got {tuple(adapter_gate.shape)}")
+            adapter_gate = adapter_gate.to(x.device, x.dtype)[..., None]
         cos_k, sin_k, cos_q, sin_q = self.rotary(positions, attn_dtype)
-        ctx = _AttnContext(cache, mask, is_causal, attn_dtype, cos_k, sin_k, cos_q, sin_q, flex)
+        ctx = _AttnContext(cache, mask, is_causal, attn_dtype, cos_k, sin_k, cos_q, sin_q, flex, adapter_gate)
         recompute = self.gradient_checkpointing and torch.is_grad_enabled()
-        for i, layer in enumerate(self.model.layers):
+        layers = self.model.layers
+        for i in range(start, len(layers) if stop is None else stop):
             if recompute:
-                x = torch.utils.checkpoint.checkpoint(layer, x, ctx, i, adapter, use_reentrant=False)
+                x = torch.utils.checkpoint.checkpoint(layers[i], x, ctx, i, adapter, use_reentrant=False)
             else:
-                x = layer(x, ctx, i, adapter)
-        return self.model.norm(x)
+                x = layers[i](x, ctx, i, adapter)
+        return x
 
     def _flex_attention(self, device: torch.device) -> Callable:
         """flex_attention, compiled on CUDA (its fast path; compiled once per model), eager elsewhere

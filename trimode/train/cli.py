@@ -48,6 +48,22 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--adapter-alpha", type=float, default=32.0)
     p.add_argument("--adapter-targets", default="self_attn.o_proj",
                    help="comma-separated projections, e.g. self_attn.o_proj,self_attn.q_proj")
+    p.add_argument("--draft-loss", choices=["prefix", "all"], default="prefix",
+                   help="adapter objective: train the accepted prefix + 1 slot, or every slot weighted by --draft-gamma")
+    p.add_argument("--draft-gamma", type=float, default=0.8, help="--draft-loss all: slot j weighs gamma^(j-1)")
+    p.add_argument("--distill-topk", type=int, default=0,
+                   help="adapter objective: KL to the verifier's top-k only (0: full distribution; >0 needed by the teacher store)")
+    p.add_argument("--teacher-store-mb", type=float, default=0.0,
+                   help="adapter objective: keep the frozen verifier/lower-layer passes per sequence for later epochs (MiB)")
+    p.add_argument("--adapter-top-layers", type=int, default=0,
+                   help="a new adapter goes on the top N layers only; nothing below them is back-propagated (0: all)")
+    p.add_argument("--adapter-scope", choices=["block", "masks"], default="block",
+                   help="a new adapter acts on the whole draft block, or on its mask slots only (lets quadratic-spec draft with it)")
+    p.add_argument("--eval-data", action="append", default=[], help="held-out data for draft metrics (repeatable)")
+    p.add_argument("--eval-every", type=int, default=0, help="steps between held-out draft evaluations; best adapter -> OUTPUT/best")
+    p.add_argument("--eval-rows", type=int, default=32, help="held-out sequences per evaluation")
+    p.add_argument("--snapshot-every", type=int, default=0,
+                   help="at evaluations every N steps, also keep the adapter in OUTPUT/snapshots/step_N (for curves)")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -58,6 +74,7 @@ def run_train(args: argparse.Namespace) -> int:
     objective = ObjectiveConfig(
         kind=args.objective, block_size=args.block_size, diffusion_weight=args.diffusion_weight,
         ar_weight=args.ar_weight, masking=args.masking, reference_ar_count=args.reference_loss,
+        draft_loss=args.draft_loss, draft_gamma=args.draft_gamma, distill_topk=args.distill_topk,
     )
     cfg = TrainConfig(
         model=args.model, data=tuple(args.data), output=args.output, objective=objective,
@@ -70,7 +87,9 @@ def run_train(args: argparse.Namespace) -> int:
         train_mask_embedding={"auto": None, "yes": True, "no": False}[args.train_mask_embedding],
         adapter_rank=args.adapter_rank, adapter_alpha=args.adapter_alpha,
         adapter_targets=tuple(t.strip() for t in args.adapter_targets.split(",") if t.strip()),
-        progress=not args.no_progress,
+        adapter_top_layers=args.adapter_top_layers, adapter_scope=args.adapter_scope,
+        teacher_store_mb=args.teacher_store_mb, eval_data=tuple(args.eval_data), eval_every=args.eval_every,
+        eval_rows=args.eval_rows, snapshot_every=args.snapshot_every, progress=not args.no_progress,
     )
     records = train(cfg, resume=args.resume)
     if records and os.environ.get("RANK", "0") == "0":

@@ -40,6 +40,13 @@ class TrainConfig:
     adapter_rank: int = 16
     adapter_alpha: float = 32.0
     adapter_targets: tuple[str, ...] = ("self_attn.o_proj",)
+    adapter_top_layers: int = 0  # a new adapter goes on the top N layers only (0: every layer)
+    adapter_scope: str = "block"  # a new adapter's scope: "block" (whole draft block) or "masks" (mask slots only)
+    teacher_store_mb: float = 0.0  # adapter objective: keep the frozen passes per sequence (0: recompute each step)
+    eval_data: tuple[str, ...] = ()  # held-out data for the adapter's draft metrics
+    eval_every: int = 0  # steps between held-out evaluations (0: none); the best adapter goes to <output>/best
+    eval_rows: int = 32  # held-out sequences evaluated
+    snapshot_every: int = 0  # also keep the adapter as a delta in <output>/snapshots/step_N every N steps (at an eval)
     log_every: int = 1
     progress: bool = True
 
@@ -58,6 +65,12 @@ class TrainConfig:
             raise ValueError(f"dtype must be float32 or bfloat16, got {self.dtype!r}")
         if not self.data:
             raise ValueError("no training data given")
+        if self.adapter_top_layers < 0:
+            raise ValueError(f"adapter_top_layers must be >= 0, got {self.adapter_top_layers}")
+        if self.adapter_scope not in ("block", "masks"):
+            raise ValueError(f"adapter_scope must be 'block' or 'masks', got {self.adapter_scope!r}")
+        if self.eval_every and not self.eval_data:
+            raise ValueError("eval_every needs eval_data (held-out sequences)")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -68,4 +81,5 @@ class TrainConfig:
         d["objective"] = ObjectiveConfig(**d["objective"])
         d["data"] = tuple(d["data"])
         d["adapter_targets"] = tuple(d["adapter_targets"])
+        d["eval_data"] = tuple(d.get("eval_data", ()))
         return cls(**d)

@@ -60,7 +60,9 @@ class Batches:
         indices = self.global_indices()[self.rank * self.local_batch : (self.rank + 1) * self.local_batch]
         self.position += 1
         items = [self.dataset[int(i)] for i in indices]
-        return {key: torch.stack([item[key] for item in items]) for key in items[0]}
+        batch = {key: torch.stack([item[key] for item in items]) for key in items[0]}
+        batch["index"] = indices.clone()  # which sequences: per-sequence caches (the drafter's teacher store) key on it
+        return batch
 
     def global_indices(self) -> torch.Tensor:
         """Dataset indices of the next global batch (all ranks), without advancing."""

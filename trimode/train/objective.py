@@ -4,10 +4,9 @@
   :func:`trimode.masks.dual_stream` mask). Diffusion loss = Σ_masked CE(noisy logits, x0) / p,
   AR loss = Σ CE(clean logits[i], x0[i+1]); total = w_diff·L_diff + w_ar·L_AR.
 * ``ar``: the AR loss alone on a plain causal forward (the baseline and AR-only continued training).
-* ``adapter``: the drafting adapter learns to make the bidirectional draft [x0[kB], MASK x (B-1)]
-  (adapter on, reading the verifier's cache of the clean prefix) match the verifier (adapter off,
-  causal): CE to its argmax plus KL to its distribution, on the accepted prefix of each block plus
-  its first rejected position.
+* ``adapter``: the drafting adapter learns to make the draft [x0[kB], MASK x (B-1)] (reading the
+  verifier's cache of the clean prefix) match the verifier (adapter off, causal): CE to its argmax
+  plus KL to its distribution (:mod:`trimode.train.draft_objective`).
 
 Every objective returns *sums* and a token *count*; the trainer divides by the count summed over
 the whole global batch (all micro-batches and ranks) so that the loss is a global token average.
@@ -28,9 +27,11 @@ import torch
 import torch.nn.functional as F
 
 from .. import masks
-from ..cache import KVCache
 from ..model.loading import DRAFT_ADAPTER
 from ..model.transformer import Transformer
+from .draft_objective import DRAFT_LOSSES, DraftSettings, Teacher, accepted_prefix_plus_one, draft_mask, draft_terms
+
+__all__ = ["accepted_prefix_plus_one", "draft_mask"]  # re-exported: the adapter objective's pieces
 
 OBJECTIVES = ("joint", "ar", "adapter")
 MASKINGS = ("uniform", "blockwise")
@@ -50,6 +51,9 @@ class ObjectiveConfig:
     adapter: str = DRAFT_ADAPTER
     distill_ce_weight: float = 1.0
     distill_kl_weight: float = 1.0
+    draft_loss: str = "prefix"  # adapter objective: "prefix" (accepted prefix + 1) or "all" (every slot, weighted)
+    draft_gamma: float = 0.8  # "all": slot j weighs gamma^(j-1)
+    distill_topk: int = 0  # KL to the verifier's top-k (0: the full distribution); a teacher store needs k > 0
     # Dual-stream attention: "auto" = flex-attention (block-sparse) on CUDA, boolean-mask SDPA elsewhere.
     attention: str = "auto"
 
@@ -64,6 +68,16 @@ class ObjectiveConfig:
             raise ValueError(f"attention must be auto, sdpa or flex, got {self.attention!r}")
         if not 0.0 < self.eps < 1.0:
             raise ValueError(f"eps must be in (0, 1), got {self.eps}")
+        if self.draft_loss not in DRAFT_LOSSES:
+            raise ValueError(f"draft_loss must be one of {DRAFT_LOSSES}, got {self.draft_loss!r}")
+        if not 0.0 < self.draft_gamma <= 1.0:
+            raise ValueError(f"draft_gamma must be in (0, 1], got {self.draft_gamma}")
+        if self.distill_topk < 0:
+            raise ValueError(f"distill_topk must be >= 0, got {self.distill_topk}")
+
+    def draft_settings(self) -> DraftSettings:
+        return DraftSettings(self.block_size, self.draft_loss, self.draft_gamma, self.distill_ce_weight,
+                             self.distill_kl_weight, self.distill_topk, self.adapter)
 
 
 @dataclass
@@ -183,61 +197,8 @@ def ar_terms(model: Transformer, x0: torch.Tensor, loss_mask: torch.Tensor, cfg:
     return LossTerms(loss, count, {"ar_sum": float(ce.detach()), "ar_tokens": int(sel.sum())})
 
 
-def draft_mask(length: int, block: int, device: torch.device | str | None = None) -> torch.Tensor:
-    """[L, 2L] mask for draft queries over [cached clean x0 | draft stream]: the noisy rows of the
-    dual-stream mask with the key halves swapped into cache order."""
-    full = masks.dual_stream(length, block, device)[:length]
-    return torch.cat([full[:, length:], full[:, :length]], dim=1)
-
-
-def adapter_terms(model: Transformer, x0: torch.Tensor, loss_mask: torch.Tensor, cfg: ObjectiveConfig) -> LossTerms:
-    mask_id = model.config.mask_token_id
-    if mask_id is None:
-        raise ValueError("the adapter objective needs a mask token: the model config has no mask_token_id")
-    if cfg.adapter not in model.adapter_names:
-        raise ValueError(f"the model has no {cfg.adapter!r} adapter to train (has {model.adapter_names})")
-    rows, length = x0.shape
-    block = cfg.block_size
-    positions = torch.arange(length, device=x0.device).expand(rows, length)
-    offset = positions % block
-    # Draft slot i (offset >= 1) proposes x[i]; the verifier's prediction for x[i] sits at i-1.
-    # Logits are taken at the slots only ([n, vocab] instead of [B, L, vocab]).
-    slots = (offset[:, 1:] >= 1) & loss_mask[:, 1:].bool()
-    # The verifier (adapter off, causal) over the clean sequence: targets, and the cache the draft reads.
-    cache = KVCache.for_model(model, rows, 2 * length)
-    with torch.no_grad():
-        verifier = model.hidden_states(x0, positions, cache, pattern="causal")
-        target = model.logits(verifier[:, :-1][slots]).float()
-    cache.advance(length)
-    draft_in = torch.where(offset == 0, x0, torch.full_like(x0, mask_id))
-    hidden = model.hidden_states(draft_in, positions, cache, pattern=draft_mask(length, block, x0.device),
-                                 adapter=cfg.adapter)
-    logits = model.logits(hidden[:, 1:][slots])
-    verifier_top = target.argmax(-1)
-    hit_at_slots = logits.detach().argmax(-1) == verifier_top
-    # Seed positions and untrained slots are not drafted, so they never end an accepted prefix.
-    hit = ~slots
-    hit[slots] = hit_at_slots
-    keep = (slots & accepted_prefix_plus_one(hit, block))[slots]
-    d, v = logits[keep], target[keep]
-    ce = F.cross_entropy(d, verifier_top[keep], reduction="sum")
-    kl = F.kl_div(F.log_softmax(d, -1), F.log_softmax(v, -1), log_target=True, reduction="sum")
-    loss = cfg.distill_ce_weight * ce + cfg.distill_kl_weight * kl
-    count = int(keep.sum())
-    logs = {"distill_ce_sum": float(ce.detach()), "distill_kl_sum": float(kl.detach()), "draft_slots": count,
-            "draft_hits": int(hit_at_slots.sum()), "draft_eligible": int(slots.sum())}
-    return LossTerms(loss, count, logs)
-
-
-def accepted_prefix_plus_one(hit: torch.Tensor, block: int) -> torch.Tensor:
-    """``hit`` [B, n] covers positions 1..n (column c is position c+1). Per block of positions,
-    keep the slots up to and including the first miss: where greedy verification would stop."""
-    n = hit.shape[1]
-    block_id = torch.div(torch.arange(1, n + 1, device=hit.device), block, rounding_mode="floor")
-    miss = (~hit).long()
-    keep = torch.zeros_like(hit)
-    for b in torch.unique(block_id).tolist():
-        cols = (block_id == b).nonzero().flatten()
-        misses_before = torch.cumsum(miss[:, cols], dim=1) - miss[:, cols]
-        keep[:, cols] = misses_before == 0
-    return keep
+def adapter_terms(
+    model: Transformer, x0: torch.Tensor, loss_mask: torch.Tensor, cfg: ObjectiveConfig, teacher: Teacher | None = None
+) -> LossTerms:
+    """The drafting-adapter loss (:mod:`trimode.train.draft_objective`) with this config's settings."""
+    return draft_terms(model, x0, loss_mask, cfg.draft_settings(), teacher)

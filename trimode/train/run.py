@@ -4,6 +4,7 @@ write the result as a loadable checkpoint folder ``<output>/final``: full weight
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -43,8 +44,11 @@ def prepare_model(cfg: TrainConfig, device: str):
     model.requires_grad_(False)
     if kind == "adapter":
         if DRAFT_ADAPTER not in model.adapter_names:
+            n = model.config.num_hidden_layers
+            top = min(cfg.adapter_top_layers or n, n)
             add_drafting_adapter(model, rank=cfg.adapter_rank, alpha=cfg.adapter_alpha,
-                                 targets=cfg.adapter_targets, seed=cfg.seed)
+                                 targets=cfg.adapter_targets, seed=cfg.seed, layers=range(n - top, n))
+            model.config = model.config.replace(adapter_scope=cfg.adapter_scope)
         for name, p in model.named_parameters():
             if f".adapters.{DRAFT_ADAPTER}." in name:
                 p.requires_grad_(True)
@@ -94,6 +98,62 @@ def _training_record(cfg: TrainConfig, records: list[dict]) -> dict:
     }
 
 
+class DraftEvaluator:
+    """Held-out draft metrics of the adapter objective (teacher forced: per-slot accuracy and the
+    accepted draft length per block, which on the model's own greedy text is what linear
+    self-speculation accepts), and the best adapter so far written as a delta to ``best``."""
+
+    def __init__(self, cfg: TrainConfig, model: Transformer, tokenizer, best: Path, base: Path, device: str) -> None:
+        from .data import DataConfig, build_dataset
+
+        dataset = build_dataset(DataConfig(paths=tuple(cfg.eval_data), seq_len=cfg.seq_len, seed=cfg.seed), tokenizer)
+        rows = [dataset[i] for i in range(min(cfg.eval_rows, len(dataset)))]
+        self.x0 = torch.stack([r["input_ids"] for r in rows]).to(device)
+        self.loss_mask = torch.stack([r["loss_mask"] for r in rows]).to(device)
+        self.cfg, self.model, self.best, self.base = cfg, model, best, base
+        self.teachers: list | None = None  # the held-out set is fixed: its frozen passes are made once
+        self.best_score = float("-inf")
+
+    def restore(self, eval_path: Path) -> None:
+        if eval_path.is_file():
+            scores = [json.loads(ln).get("accepted_per_block", float("-inf")) for ln in eval_path.read_text().splitlines() if ln]
+            self.best_score = max(scores, default=float("-inf"))
+
+    def __call__(self, step: int) -> dict:
+        from .draft_objective import adapter_start, compute_teacher
+        from .objective import adapter_terms
+        from .trainer import _readable
+
+        ocfg, chunk = self.cfg.objective, 8
+        logs: dict[str, float] = {}
+        for n, i in enumerate(range(0, len(self.x0), chunk)):
+            x0, lm = self.x0[i : i + chunk], self.loss_mask[i : i + chunk]
+            teacher = None
+            if ocfg.distill_topk > 0:
+                if self.teachers is None:
+                    self.teachers = []
+                if n >= len(self.teachers):
+                    start = 0 if self.model.model.embed_tokens.weight.requires_grad else adapter_start(self.model, ocfg.adapter)
+                    self.teachers.append(compute_teacher(self.model, x0, ocfg.block_size, start, ocfg.distill_topk,
+                                                         self.model.config.adapter_scope))
+                teacher = self.teachers[n]
+            terms = adapter_terms(self.model, x0, lm, ocfg, teacher)
+            for k, v in terms.logs.items():
+                logs[k] = logs.get(k, 0.0) + v
+        result = _readable(logs)
+        score = result.get("accepted_per_block", 0.0)
+        record = {"objective": "adapter", "step": step, "eval_accepted_per_block": score}
+        if score > self.best_score:
+            self.best_score = score
+            save_delta(self.model, self.best, self.base, [self.model.config.mask_token_id], record)
+            result["best"] = True
+        every = self.cfg.snapshot_every
+        if every and step % every == 0:
+            save_delta(self.model, self.best.parent / "snapshots" / f"step_{step:06d}", self.base,
+                       [self.model.config.mask_token_id], record)
+        return result
+
+
 def build_batches(cfg: TrainConfig, tokenizer, env: DistEnv):
     from .data import Batches, DataConfig, build_dataset
 
@@ -114,7 +174,12 @@ def train(cfg: TrainConfig, resume: bool = False) -> list[dict]:
         if env.main and cfg.progress:
             print(f"data: {dataset.summary}", flush=True)
         trainer = Trainer(cfg, model, batches, env, tokenizer)
-        records = trainer.run(resume=resume)
+        evaluate = None
+        if cfg.eval_every and cfg.objective.kind == "adapter":
+            evaluate = DraftEvaluator(cfg, model, tokenizer, Path(cfg.output) / "best", _base_of(cfg), env.device)
+            if resume:
+                evaluate.restore(trainer.eval_path)
+        records = trainer.run(resume=resume, evaluate=evaluate)
         final = Path(cfg.output) / "final"
         if cfg.fsdp and env.world > 1:
             state = trainer.trainable_state()  # a collective: every rank takes part

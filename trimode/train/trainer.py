@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from ..model.transformer import Transformer
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .distributed import DistEnv
+from .draft_objective import Teacher, TeacherStore, adapter_start, compute_teacher
 from .objective import LossTerms, adapter_terms, ar_terms, corrupt, joint_terms
 from .schedule import lr_at
 
@@ -40,15 +41,40 @@ class ObjectiveModule(nn.Module):
         self.model = model
         self.cfg = cfg.objective
         self.seed = cfg.seed
+        self.teachers = None
+        if cfg.teacher_store_mb > 0 and cfg.objective.kind == "adapter":
+            if cfg.objective.distill_topk < 1:
+                raise ValueError("a teacher store keeps the verifier's top-k: set distill_topk (--distill-topk) > 0")
+            self.teachers = TeacherStore(cfg.teacher_store_mb)
 
-    def forward(self, x0: torch.Tensor, loss_mask: torch.Tensor, step: int, first_row: int) -> LossTerms:
+    def forward(self, x0: torch.Tensor, loss_mask: torch.Tensor, step: int, first_row: int,
+                index: torch.Tensor | None = None) -> LossTerms:
         kind = self.cfg.kind
         if kind == "ar":
             return ar_terms(self.model, x0, loss_mask, self.cfg)
         if kind == "adapter":
-            return adapter_terms(self.model, x0, loss_mask, self.cfg)
+            teacher = self._teacher(x0, index) if self.teachers is not None and index is not None else None
+            return adapter_terms(self.model, x0, loss_mask, self.cfg, teacher)
         corruption = corrupt(loss_mask, self.cfg, self.seed, step, first_row)
         return joint_terms(self.model, x0, loss_mask, corruption, self.cfg)
+
+
+    def _teacher(self, x0: torch.Tensor, index: torch.Tensor) -> Teacher:
+        """The rows' teachers, from the store where kept, computed (and offered to it) otherwise."""
+        keys = [int(i) for i in index]
+        found = [self.teachers.get(k) for k in keys]
+        missing = [r for r, t in enumerate(found) if t is None]
+        if missing:
+            start = adapter_start(self.model, self.cfg.adapter)
+            if self.model.model.embed_tokens.weight.requires_grad:
+                start = 0
+            fresh = compute_teacher(self.model, x0[missing], self.cfg.block_size, start, self.cfg.distill_topk,
+                                    self.model.config.adapter_scope)
+            for j, r in enumerate(missing):
+                found[r] = fresh.rows([j])
+                self.teachers.put(keys[r], found[r])
+        dtype = self.model.model.embed_tokens.weight.dtype
+        return Teacher.cat([t.to(dtype=dtype, device=x0.device) for t in found])
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -84,7 +110,9 @@ class Trainer:
             _param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8
         )
         self.step = 0
+        self.train_seconds = 0.0  # summed step times over every stretch of the run (resumes included)
         self.metrics_path = self.output / "metrics.jsonl"
+        self.eval_path = self.output / "eval.jsonl"
 
     # ----------------------------------------------------------------- set-up
     def _wrap(self, module: nn.Module) -> nn.Module:
@@ -132,16 +160,20 @@ class Trainer:
         self.batches.load_state_dict(meta["data"])
         self.step = int(meta["step"])
         if self.env.main:
-            self._truncate_metrics(self.step)
+            kept = self._truncate(self.metrics_path, self.step)
+            self.train_seconds = sum(json.loads(ln).get("step_s", 0.0) for ln in kept)
+            self._truncate(self.eval_path, self.step)
         self.env.barrier()
         return True
 
-    def _truncate_metrics(self, step: int) -> None:
+    @staticmethod
+    def _truncate(path: Path, step: int) -> list[str]:
         """Drop lines a killed run logged after its last checkpoint; the resumed run rewrites them."""
-        if not self.metrics_path.is_file():
-            return
-        kept = [ln for ln in self.metrics_path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
-        self.metrics_path.write_text("".join(ln + "\n" for ln in kept))
+        if not path.is_file():
+            return []
+        kept = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
+        path.write_text("".join(ln + "\n" for ln in kept))
+        return kept
 
     # ----------------------------------------------------------------- loop
     def _micro_batches(self, batch: dict[str, torch.Tensor]) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
@@ -165,13 +197,14 @@ class Trainer:
         for i, (offset, mb) in enumerate(pieces):
             x0 = mb["input_ids"].to(env.device)
             loss_mask = mb["loss_mask"].to(env.device)
+            index = mb.get("index")
             sync = i == len(pieces) - 1
             no_sync = getattr(self.wrapped, "no_sync", None)
             ctx = no_sync() if (no_sync is not None and not sync) else nullcontext()
             if hasattr(self.wrapped, "set_requires_gradient_sync"):
                 self.wrapped.set_requires_gradient_sync(sync)
             with ctx, self._autocast():
-                terms = self.wrapped(x0, loss_mask, self.step, env.rank * local_rows + offset)
+                terms = self.wrapped(x0, loss_mask, self.step, env.rank * local_rows + offset, index)
                 terms.loss.backward()
             loss_sum += float(terms.loss.detach())
             count += terms.count
@@ -201,19 +234,40 @@ class Trainer:
         record.update(_readable(logs))
         return record
 
-    def run(self, resume: bool = False) -> list[dict[str, Any]]:
+    def _evaluate(self, evaluate: Callable[[int], dict[str, Any]]) -> None:
+        """Held-out metrics at this step, logged with the training time spent to reach it."""
+        was_training = self.model.training
+        self.model.eval()
+        with torch.no_grad():
+            result = evaluate(self.step)
+        self.model.train(was_training)
+        if self.env.main:
+            record = {"step": self.step, "train_s": round(self.train_seconds, 1), **result}
+            with self.eval_path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+            tqdm.write(f"eval step {self.step}: " + ", ".join(
+                f"{k} {v:.3f}" for k, v in result.items() if isinstance(v, float)))
+
+    def run(self, resume: bool = False, evaluate: Callable[[int], dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+        """Train to ``max_steps``; ``evaluate(step)`` (held-out metrics) runs at the start and every
+        ``eval_every`` steps."""
         cfg, env = self.cfg, self.env
         self.output.mkdir(parents=True, exist_ok=True)
         if resume and self.resume() and env.main:
             tqdm.write(f"resumed from step {self.step}")
-        elif not resume and env.main and self.metrics_path.exists():
-            self.metrics_path.unlink()
+        elif not resume and env.main:
+            for path in (self.metrics_path, self.eval_path):
+                path.unlink(missing_ok=True)
+        if evaluate is not None and cfg.eval_every and self.step == 0:
+            self._evaluate(evaluate)
         records = []
         bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not (env.main and cfg.progress),
                    desc=f"train[{cfg.objective.kind}]", unit="step", dynamic_ncols=True)
         with bar:
             while self.step < cfg.max_steps:
                 record = self.train_step()
+                self.train_seconds += record["step_s"]
+                record["train_s"] = round(self.train_seconds, 1)
                 records.append(record)
                 if env.main:
                     with self.metrics_path.open("a") as f:
@@ -222,6 +276,8 @@ class Trainer:
                     bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}",
                                     lr=f"{record['lr']:.2e}")
                 last = self.step == cfg.max_steps
+                if evaluate is not None and cfg.eval_every and (self.step % cfg.eval_every == 0 or last):
+                    self._evaluate(evaluate)
                 if (cfg.save_every and self.step % cfg.save_every == 0) or last:
                     self.save()
         return records
@@ -240,4 +296,11 @@ def _readable(logs: dict[str, float]) -> dict[str, float]:
     if logs.get("draft_slots"):
         out["distill_ce"] = logs["distill_ce_sum"] / logs["draft_slots"]
         out["distill_kl"] = logs["distill_kl_sum"] / logs["draft_slots"]
+        out["draft_weight"] = logs["draft_slots"]  # supervised slots this step, each weighted by its loss weight
+        out["draft_eligible"] = int(logs["draft_eligible"])
+    slots = sorted(int(k[4:-9]) for k in logs if k.startswith("slot") and k.endswith("_eligible"))
+    if slots:
+        out["slot_accuracy"] = [logs[f"slot{j}_hits"] / max(logs[f"slot{j}_eligible"], 1) for j in slots]
+    if logs.get("blocks"):
+        out["accepted_per_block"] = logs["accepted_sum"] / logs["blocks"]
     return out

@@ -1,0 +1,111 @@
+"""The drafting-adapter objective: masks drawn by hand, the training draft equal to the decoder's
+draft, the frozen-lower-layers and teacher-store shortcuts equal to the plain computation."""
+
+from __future__ import annotations
+
+import torch
+
+from tests.conftest import tri_tiny
+from tests.test_masks import grid
+from trimode import masks
+from trimode.cache import KVCache
+from trimode.model import DRAFT_ADAPTER
+from trimode.train.draft_objective import (
+    DraftSettings,
+    TeacherStore,
+    compute_teacher,
+    draft_forward,
+    draft_mask,
+    draft_terms,
+    slot_logs,
+)
+
+
+def _upper_only(model, top: int = 1):
+    """Drop the adapter below the top ``top`` layers and freeze everything but its factors."""
+    for layer in model.model.layers[: len(model.model.layers) - top]:
+        layer.self_attn.o_proj.adapters.clear()
+    model.requires_grad_(False)
+    for n, p in model.named_parameters():
+        if ".adapters." in n:
+            p.requires_grad_(True)
+    return model
+
+
+def test_masks_scoped_draft_mask_reads_the_clean_prefix_through_the_seed():
+    # L=4, B=2: columns clean c0..c3 | draft d0..d3; d0, d2 are seeds (throwaway rows).
+    expected = grid(
+        """
+        d0| 1 0 0 0 0 0 0 0
+        d1| 1 0 0 0 0 1 0 0
+        d2| 1 1 1 0 0 0 0 0
+        d3| 1 1 1 0 0 0 0 1
+        """
+    )
+    assert torch.equal(draft_mask(4, 2, scope="masks"), expected)
+
+
+def test_the_training_draft_is_the_decoders_draft():
+    """Masks scope: block k's slots in training get the logits a linear-spec draft forward gets over
+    a cache of x0[:kB+1] (seed causal, adapter off; masks bidirectional, adapter on)."""
+    model = tri_tiny(seed=2, adapter_scope="masks")
+    block, x0 = 4, torch.randint(4, 96, (1, 12), generator=torch.Generator().manual_seed(3))
+    settings = DraftSettings(block_size=block, loss="all")
+    with torch.no_grad():
+        logits, *_ , slots, _ = draft_forward(model, x0, torch.ones_like(x0).bool(), settings)
+        ours = logits.view(-1, block - 1, logits.shape[-1])  # every slot trained: (L/B) blocks of B-1
+        for k in range(x0.shape[1] // block):
+            seed_at = k * block
+            cache = KVCache.for_model(model, 1, 32)
+            model(x0[:, :seed_at], cache=cache) if seed_at else None
+            cache.advance(seed_at)
+            draft = torch.full((1, block), 3)
+            draft[0, 0] = x0[0, seed_at]
+            pos = torch.arange(seed_at, seed_at + block)[None]
+            gate = torch.arange(block)[None] >= 1
+            want = model(draft, pos, cache, pattern=masks.known_then_block(block, 1), adapter=DRAFT_ADAPTER,
+                         adapter_gate=gate)[0, 1:]
+            assert torch.allclose(ours[k], want, atol=1e-4), k
+
+
+def test_frozen_lower_layers_and_the_teacher_store_give_the_same_loss():
+    model = _upper_only(tri_tiny(seed=3, adapter_scope="masks"))
+    x0 = torch.randint(4, 96, (2, 16), generator=torch.Generator().manual_seed(4))
+    lm = torch.ones_like(x0).bool()
+    exact = DraftSettings(block_size=4, loss="all")
+    topk = DraftSettings(block_size=4, loss="all", topk=96)  # top-k over the whole vocabulary: no truncation
+    plain = draft_terms(model, x0, lm, exact)
+    split = draft_terms(model, x0, lm, topk)
+    start = len(model.model.layers) - 1
+    teacher = compute_teacher(model, x0, 4, start, 96, "masks")
+    stored = TeacherStore(64)
+    for r in range(2):
+        stored.put(r, teacher.rows([r]))
+    from trimode.train.draft_objective import Teacher
+
+    kept = Teacher.cat([stored.get(r).to(dtype=torch.float32) for r in range(2)])
+    again = draft_terms(model, x0, lm, topk, kept)
+    assert abs(float(plain.loss.detach()) - float(split.loss.detach())) < 1e-3 * float(plain.loss)
+    assert abs(float(again.loss) - float(split.loss)) < 2e-2 * float(split.loss)  # stored in bfloat16
+    again.loss.backward()
+    grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+    assert grads and all(g is not None and g.abs().sum() > 0 for g in grads.values())
+    assert stored.hits == 2 and stored.used > 0
+
+
+def test_every_slot_learns_from_the_start_with_position_weights():
+    model = tri_tiny(seed=5)
+    x0 = torch.randint(4, 96, (1, 8), generator=torch.Generator().manual_seed(6))
+    terms = draft_terms(model, x0, torch.ones_like(x0).bool(), DraftSettings(block_size=4, loss="all", gamma=0.5))
+    # Slots 1, 2, 3 of two blocks weigh 1, 0.5, 0.25.
+    assert abs(terms.count - 2 * 1.75) < 1e-6
+    assert terms.logs["draft_eligible"] == 6
+
+
+def test_slot_logs_count_hits_per_slot_and_the_accepted_prefix():
+    # Block 4, positions 1..11 (columns 0..10): blocks {1,2,3} {5,6,7} {9,10,11}; 4 and 8 are seeds.
+    hit = torch.tensor([[1, 1, 0, 1, 1, 0, 1, 1, 1, 1, 1]], dtype=torch.bool)
+    slots = torch.tensor([[1, 1, 1, 0, 1, 1, 1, 0, 1, 1, 1]], dtype=torch.bool)
+    logs = slot_logs(hit, slots, 4)
+    assert [logs[f"slot{j}_hits"] for j in (1, 2, 3)] == [3, 2, 2]
+    assert logs["blocks"] == 3 and logs["accepted_sum"] == 2 + 1 + 3
