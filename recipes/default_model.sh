@@ -14,6 +14,8 @@
 # OUT/train/best and snapshots for the curve; (4) the benchmark of the best delta on held-out
 # prompts. Every step skips what is already done, and training resumes from its last checkpoint:
 # run the script again after an interruption. Copy OUT/train/best to trimode/default_model/ to ship it.
+# The answers distilled so far are committed in recipes/default_model_data/: copy them into OUT
+# (cp -r recipes/default_model_data/* "$OUT"/) to skip distilling those shards again.
 set -euo pipefail
 
 PROFILE=${PROFILE:-cpu}
@@ -24,7 +26,7 @@ if [ "$PROFILE" = cpu ]; then
 else
   PROMPTS=${PROMPTS:-192}; STEPS=${STEPS:-12}; SAVE=${SAVE:-4}; EVAL=${EVAL:-4}; SNAP=${SNAP:-4}
 fi
-ANSWER_TOKENS=${ANSWER_TOKENS:-256}; DISTILL_BATCH=${DISTILL_BATCH:-64}
+ANSWER_TOKENS=${ANSWER_TOKENS:-256}; DISTILL_BATCH=${DISTILL_BATCH:-64}; SHARDS=${SHARDS:-0}  # 0: every shard
 BATCH=${BATCH:-8}; SEQ=${SEQ:-256}; LR=${LR:-1e-3}; RANK=${RANK:-32}; BLOCK=${BLOCK:-8}; TOP=${TOP:-15}
 STORE_MB=${STORE_MB:-8000}
 TARGETS=self_attn.q_proj,self_attn.k_proj,self_attn.v_proj,self_attn.o_proj,mlp.gate_proj,mlp.up_proj,mlp.down_proj
@@ -41,14 +43,18 @@ random.Random(0).shuffle(lines)
 for i in range(0, len(lines), 64):
     (out / "shards" / f"{i // 64:03d}.jsonl").write_text("\n".join(lines[i:i + 64]) + "\n")
 PY
-for shard in "$OUT"/shards/*.jsonl; do
+ls "$OUT"/shards/*.jsonl | head -n "$([ "$SHARDS" -gt 0 ] && echo "$SHARDS" || echo 100000)" > "$OUT/shards.used"
+for shard in $(cat "$OUT/shards.used"); do
   name=$(basename "$shard")
   [ -f "$OUT/answers/$name" ] || [ -f "$OUT/heldout/$name" ] || trimode distill-data --model "$BASE" --device "$DEVICE" --prompts "$shard" \
     --output "$OUT/answers/$name" --max-new-tokens "$ANSWER_TOKENS" --batch-size "$DISTILL_BATCH"
 done
 [ -f "$OUT/heldout/000.jsonl" ] || mv "$OUT/answers/000.jsonl" "$OUT/heldout/000.jsonl"
+# A new stretch on a fresh machine, whose checkpoints are gone, warm-starts from the shipped delta:
+# INIT=trimode/default_model (its adapter, scope and layers are kept; the optimizer starts anew).
+INIT=${INIT:-$BASE}
 RESUME=(); [ -f "$OUT/train/checkpoints/latest.json" ] && RESUME=(--resume)
-trimode train --model "$BASE" --device "$DEVICE" --objective adapter --mask-token "<empty_output>" --train-mask-embedding no \
+trimode train --model "$INIT" --device "$DEVICE" --objective adapter --mask-token "<empty_output>" --train-mask-embedding no \
   --adapter-rank "$RANK" --adapter-alpha $((2 * RANK)) --adapter-targets "$TARGETS" --adapter-top-layers "$TOP" \
   --adapter-scope masks --block-size "$BLOCK" --draft-loss all --draft-gamma 0.8 --distill-topk 32 \
   --teacher-store-mb "$STORE_MB" --data "$OUT/answers" --seq-len "$SEQ" --batch-size "$BATCH" --max-steps "$STEPS" \

@@ -1,7 +1,11 @@
-"""Short runs of the drafting-adapter objective, one lever at a time (see docs/default_model.md).
+"""Short runs of the drafting-adapter objective, one lever at a time (docs/default_model.md, "Levers").
 
-Each run trains from the same start for a fixed wall-clock budget and logs held-out draft metrics;
-the summary line per run is written to bench/results/adapter_levers.<machine>.json.
+    python bench/levers/sweep.py [BUDGET_S] [RUN,RUN,...] [EVAL_EVERY]
+
+Data: runs/lev/train (distilled answers, shards 001-006 of recipes/default_model.sh), runs/lev/eval
+(shard 000, held out), runs/lev/small (shard 001 alone: several epochs within the budget). Each run
+trains from the same start within a wall-clock budget (or its --max-steps) and logs held-out draft
+metrics; its summary replaces its entry in bench/results/adapter_levers.cpu-2core-epyc.json.
 """
 import json, subprocess, sys, time
 from pathlib import Path
@@ -18,27 +22,26 @@ COMMON = ["--model", BASE, "--objective", "adapter", "--mask-token", "<empty_out
           "--batch-size", "8", "--max-steps", "1000", "--lr", "1e-3", "--schedule", "constant", "--eval-data", str(ROOT / "eval"),
           "--eval-every", EVAL_EVERY, "--eval-rows", "16", "--no-progress"]
 DISTILL = ["--data", str(ROOT / "train")]
-FAST = ["--draft-loss", "all", "--adapter-top-layers", "8", "--train-mask-embedding", "no", "--distill-topk", "32"]
+FAST = ["--draft-loss", "all", "--train-mask-embedding", "no", "--distill-topk", "32"]
+STDLIB_TEXT = ["--data", f"{STDLIB}/json", "--data", f"{STDLIB}/email", "--data", f"{STDLIB}/collections"]
+# name -> extra arguments. The 150 s screen, then about 6 training minutes for the candidates
+# (run: python bench/levers/sweep.py 600 "6min:..." 3).
 RUNS = {
     "old-objective": DISTILL + ["--draft-loss", "prefix"],
     "all-slots": DISTILL + ["--draft-loss", "all"],
-    "all-slots+top8": DISTILL + FAST,
-    "all-slots+top8+masks-scope": DISTILL + FAST + ["--adapter-scope", "masks"],
-    "top4+masks": DISTILL + FAST[:-4] + ["--train-mask-embedding", "no", "--distill-topk", "32"] + ["--adapter-scope", "masks"],
-    "top15+masks": DISTILL + ["--draft-loss", "all", "--adapter-top-layers", "15", "--train-mask-embedding", "no", "--distill-topk", "32", "--adapter-scope", "masks"],
-    "stdlib-text+top8+masks": ["--data", f"{STDLIB}/json", "--data", f"{STDLIB}/email", "--data", f"{STDLIB}/collections"] + FAST + ["--adapter-scope", "masks"],
-    "store-epoch2+top8+masks": ["--data", str(ROOT / "small")] + FAST + ["--adapter-scope", "masks", "--teacher-store-mb", "4000"],
+    "all-slots+top8": DISTILL + FAST + ["--adapter-top-layers", "8"],
+    "all-slots+top8+masks-scope": DISTILL + FAST + ["--adapter-top-layers", "8", "--adapter-scope", "masks"],
+    "top4+masks": DISTILL + FAST + ["--adapter-top-layers", "4", "--adapter-scope", "masks"],
+    "top15+masks": DISTILL + FAST + ["--adapter-top-layers", "15", "--adapter-scope", "masks"],
+    "stdlib-text+top8+masks": STDLIB_TEXT + FAST + ["--adapter-top-layers", "8", "--adapter-scope", "masks"],
+    "store-epoch2+top8+masks": ["--data", str(ROOT / "small")] + FAST + ["--adapter-top-layers", "8", "--adapter-scope", "masks",
+                                                                        "--teacher-store-mb", "4000"],
+    "6min:old-objective": DISTILL + ["--draft-loss", "prefix", "--max-steps", "9"],
+    "6min:top15+masks+all-slots": DISTILL + FAST + ["--adapter-top-layers", "15", "--adapter-scope", "masks", "--max-steps", "27"],
+    "6min:all-layers+masks+all-slots": DISTILL + FAST + ["--adapter-scope", "masks", "--max-steps", "21"],
+    "6min:stdlib-text+top15+masks+all-slots": STDLIB_TEXT + FAST + ["--adapter-top-layers", "15", "--adapter-scope", "masks",
+                                                                    "--max-steps", "24"],
 }
-# Longer runs (6 min) of the candidates, after the 150 s screen.
-# Longer runs (about 6 training minutes) of the candidates, after the 150 s screen.
-RUNS["6min:old-objective"] = DISTILL + ["--draft-loss", "prefix", "--max-steps", "9"]
-RUNS["6min:top15+masks+all-slots"] = RUNS["top15+masks"] + ["--max-steps", "27"]
-RUNS["6min:all-layers+masks+all-slots"] = DISTILL + ["--draft-loss", "all", "--train-mask-embedding", "no", "--distill-topk", "32",
-                                                     "--adapter-scope", "masks", "--max-steps", "21"]
-RUNS["6min:stdlib-text+top15+masks+all-slots"] = ["--data", f"{STDLIB}/json", "--data", f"{STDLIB}/email", "--data", f"{STDLIB}/collections",
-    "--draft-loss", "all", "--adapter-top-layers", "15", "--train-mask-embedding", "no", "--distill-topk", "32",
-    "--adapter-scope", "masks", "--max-steps", "24"]
-RUNS["top4+masks"] = DISTILL + ["--draft-loss", "all", "--adapter-top-layers", "4", "--train-mask-embedding", "no", "--distill-topk", "32", "--adapter-scope", "masks"]
 
 results = []
 out_file = Path("bench/results/adapter_levers.cpu-2core-epyc.json")

@@ -54,8 +54,14 @@ def draft_mask(length: int, block: int, device: torch.device | str | None = None
     return torch.cat([sees_clean, sees_masks], dim=1)
 
 
+def frozen_below(model: Transformer, adapter: str = DRAFT_ADAPTER) -> int:
+    """How many lower layers the draft runs without gradient: those below the adapter's first
+    layer, unless the mask token's embedding learns (its gradient must then cross every layer)."""
+    return 0 if model.model.embed_tokens.weight.requires_grad else adapter_start(model, adapter)
+
+
 def adapter_start(model: Transformer, adapter: str = DRAFT_ADAPTER) -> int:
-    """The first layer that carries the adapter: everything below it is frozen."""
+    """The first layer that carries the adapter."""
     for i, layer in enumerate(model.model.layers):
         if any(adapter in m.adapters for m in layer.modules() if hasattr(m, "adapters")):
             return i
@@ -125,21 +131,25 @@ class TeacherStore:
             self.used += size
 
 
-def compute_teacher(model: Transformer, x0: torch.Tensor, block: int, start: int, topk: int, scope: str) -> Teacher:
-    """The verifier's pass over x0 and the draft's pass through layers < ``start`` (no gradient)."""
+def compute_teacher(model: Transformer, x0: torch.Tensor, block: int, start: int, topk: int, scope: str,
+                    loss_mask: torch.Tensor | None = None) -> Teacher:
+    """The verifier's pass over x0 and the draft's pass through layers < ``start`` (no gradient).
+    The verifier's top-k is kept at draft slots inside ``loss_mask`` only (zeros elsewhere)."""
     rows, length = x0.shape
     mask_id = model.config.mask_token_id
     positions = torch.arange(length, device=x0.device).expand(rows, length)
+    slots = (positions[:, 1:] % block) >= 1
+    if loss_mask is not None:
+        slots = slots & loss_mask[:, 1:].bool()
     cache = KVCache.for_model(model, rows, 2 * length)
     with torch.no_grad():
         verifier = model.hidden_states(x0, positions, cache, pattern="causal")
-        logp = torch.log_softmax(model.logits(verifier[:, :-1]).float(), dim=-1)  # [rows, L-1, V]
+        logp = torch.log_softmax(model.logits(verifier[:, :-1][slots]).float(), dim=-1)  # [n, V]
         k = min(topk, logp.shape[-1])
-        top_logp, top_ids = logp.topk(k, dim=-1)
+        top_logp = torch.zeros(rows, length, k, device=x0.device)
+        top_ids = torch.zeros(rows, length, k, dtype=torch.long, device=x0.device)
+        top_logp[:, 1:][slots], top_ids[:, 1:][slots] = logp.topk(k, dim=-1)
         del logp
-        pad = torch.zeros(rows, 1, k, device=x0.device)
-        top_logp = torch.cat([pad, top_logp], 1)
-        top_ids = torch.cat([pad.long(), top_ids], 1)
         cache.advance(length)
         offset = positions % block
         draft_in = torch.where(offset == 0, x0, torch.full_like(x0, mask_id))
@@ -209,8 +219,7 @@ def draft_forward(model: Transformer, x0: torch.Tensor, loss_mask: torch.Tensor,
     slots = (offset[:, 1:] >= 1) & loss_mask[:, 1:].bool()  # column c is position c+1
     pattern = draft_mask(length, block, x0.device, scope)
     gate = (offset >= 1) if scope == "masks" else None
-    # The mask embedding row learning means gradients must reach the input: no frozen lower part.
-    start = 0 if model.model.embed_tokens.weight.requires_grad else adapter_start(model, settings.adapter)
+    start = frozen_below(model, settings.adapter)
 
     full_target = None
     if teacher is None and settings.topk == 0:
@@ -224,7 +233,7 @@ def draft_forward(model: Transformer, x0: torch.Tensor, loss_mask: torch.Tensor,
             x = model.layer_states(x, positions, cache, pattern=pattern, stop=start) if start else x
     else:
         if teacher is None:
-            teacher = compute_teacher(model, x0, block, start, settings.topk, scope)
+            teacher = compute_teacher(model, x0, block, start, settings.topk, scope, loss_mask)
         if teacher.start != start:
             raise ValueError(f"teacher made for adapter start {teacher.start}, model trains from layer {start}")
         cache = KVCache.for_model(model, rows, 2 * length)

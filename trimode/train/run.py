@@ -120,7 +120,7 @@ class DraftEvaluator:
             self.best_score = max(scores, default=float("-inf"))
 
     def __call__(self, step: int) -> dict:
-        from .draft_objective import adapter_start, compute_teacher
+        from .draft_objective import compute_teacher, frozen_below
         from .objective import adapter_terms
         from .trainer import _readable
 
@@ -133,16 +133,19 @@ class DraftEvaluator:
                 if self.teachers is None:
                     self.teachers = []
                 if n >= len(self.teachers):
-                    start = 0 if self.model.model.embed_tokens.weight.requires_grad else adapter_start(self.model, ocfg.adapter)
+                    start = frozen_below(self.model, ocfg.adapter)
                     self.teachers.append(compute_teacher(self.model, x0, ocfg.block_size, start, ocfg.distill_topk,
-                                                         self.model.config.adapter_scope))
+                                                         self.model.config.adapter_scope, lm))
                 teacher = self.teachers[n]
             terms = adapter_terms(self.model, x0, lm, ocfg, teacher)
             for k, v in terms.logs.items():
                 logs[k] = logs.get(k, 0.0) + v
         result = _readable(logs)
         score = result.get("accepted_per_block", 0.0)
-        record = {"objective": "adapter", "step": step, "eval_accepted_per_block": score}
+        record = {**_training_record(self.cfg, []), "step": step, "eval_accepted_per_block": score,
+                  "eval_slot_accuracy": result.get("slot_accuracy")}
+        for key in ("final_loss", "tokens_this_run", "train_seconds_this_run"):
+            record.pop(key)
         if score > self.best_score:
             self.best_score = score
             save_delta(self.model, self.best, self.base, [self.model.config.mask_token_id], record)

@@ -24,7 +24,7 @@ from ..model.transformer import Transformer
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .distributed import DistEnv
-from .draft_objective import Teacher, TeacherStore, adapter_start, compute_teacher
+from .draft_objective import Teacher, TeacherStore, compute_teacher, frozen_below
 from .objective import LossTerms, adapter_terms, ar_terms, corrupt, joint_terms
 from .schedule import lr_at
 
@@ -53,23 +53,19 @@ class ObjectiveModule(nn.Module):
         if kind == "ar":
             return ar_terms(self.model, x0, loss_mask, self.cfg)
         if kind == "adapter":
-            teacher = self._teacher(x0, index) if self.teachers is not None and index is not None else None
+            teacher = self._teacher(x0, loss_mask, index) if self.teachers is not None and index is not None else None
             return adapter_terms(self.model, x0, loss_mask, self.cfg, teacher)
         corruption = corrupt(loss_mask, self.cfg, self.seed, step, first_row)
         return joint_terms(self.model, x0, loss_mask, corruption, self.cfg)
 
-
-    def _teacher(self, x0: torch.Tensor, index: torch.Tensor) -> Teacher:
+    def _teacher(self, x0: torch.Tensor, loss_mask: torch.Tensor, index: torch.Tensor) -> Teacher:
         """The rows' teachers, from the store where kept, computed (and offered to it) otherwise."""
         keys = [int(i) for i in index]
         found = [self.teachers.get(k) for k in keys]
         missing = [r for r, t in enumerate(found) if t is None]
         if missing:
-            start = adapter_start(self.model, self.cfg.adapter)
-            if self.model.model.embed_tokens.weight.requires_grad:
-                start = 0
-            fresh = compute_teacher(self.model, x0[missing], self.cfg.block_size, start, self.cfg.distill_topk,
-                                    self.model.config.adapter_scope)
+            fresh = compute_teacher(self.model, x0[missing], self.cfg.block_size, frozen_below(self.model, self.cfg.adapter),
+                                    self.cfg.distill_topk, self.model.config.adapter_scope, loss_mask[missing])
             for j, r in enumerate(missing):
                 found[r] = fresh.rows([j])
                 self.teachers.put(keys[r], found[r])
