@@ -222,7 +222,7 @@ def test_fast_drafter_recipe_evaluates_keeps_the_best_and_resumes(scratch, tmp_p
     train(_config(scratch, out, max_steps=8, **fast), resume=True)
     evals = [json.loads(x) for x in (out / "eval.jsonl").read_text().splitlines()]
     assert [e["step"] for e in evals] == [0, 2, 4, 6, 8]
-    assert all(b["train_s"] >= a["train_s"] for a, b in zip(evals, evals[1:])) and evals[-1]["train_s"] > evals[2]["train_s"] > 0
+    assert all(b["train_s"] >= a["train_s"] for a, b in zip(evals, evals[1:])) and evals[-1]["train_s"] > evals[0]["train_s"] == 0
     assert len(evals[-1]["slot_accuracy"]) == 3 and "accepted_per_block" in evals[-1]
     records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert records[-1]["epoch"] >= 1 and records[-1]["draft_weight"] > 0

@@ -238,7 +238,7 @@ class Trainer:
             result = evaluate(self.step)
         self.model.train(was_training)
         if self.env.main:
-            record = {"step": self.step, "train_s": round(self.train_seconds, 1), **result}
+            record = {"step": self.step, "train_s": round(self.train_seconds, 3), **result}
             with self.eval_path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
             tqdm.write(f"eval step {self.step}: " + ", ".join(
@@ -263,7 +263,7 @@ class Trainer:
             while self.step < cfg.max_steps:
                 record = self.train_step()
                 self.train_seconds += record["step_s"]
-                record["train_s"] = round(self.train_seconds, 1)
+                record["train_s"] = round(self.train_seconds, 3)
                 records.append(record)
                 if env.main:
                     with self.metrics_path.open("a") as f:
