@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from ..config import ADAPTER_SCOPES
+from .draft_objective import DRAFT_LOSSES
 from .objective import MASKINGS, OBJECTIVES, ObjectiveConfig
 from .schedule import SCHEDULES
 
@@ -48,7 +50,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--adapter-alpha", type=float, default=32.0)
     p.add_argument("--adapter-targets", default="self_attn.o_proj",
                    help="comma-separated projections, e.g. self_attn.o_proj,self_attn.q_proj")
-    p.add_argument("--draft-loss", choices=["prefix", "all"], default="prefix",
+    p.add_argument("--draft-loss", choices=DRAFT_LOSSES, default="prefix",
                    help="adapter objective: train the accepted prefix + 1 slot, or every slot weighted by --draft-gamma")
     p.add_argument("--draft-gamma", type=float, default=0.8, help="--draft-loss all: slot j weighs gamma^(j-1)")
     p.add_argument("--distill-topk", type=int, default=0,
@@ -57,7 +59,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="adapter objective: keep the frozen verifier/lower-layer passes per sequence for later epochs (MiB)")
     p.add_argument("--adapter-top-layers", type=int, default=0,
                    help="a new adapter goes on the top N layers only; nothing below them is back-propagated (0: all)")
-    p.add_argument("--adapter-scope", choices=["block", "masks"], default="block",
+    p.add_argument("--adapter-scope", choices=ADAPTER_SCOPES, default="block",
                    help="a new adapter acts on the whole draft block, or on its mask slots only (lets quadratic-spec draft with it)")
     p.add_argument("--eval-data", action="append", default=[], help="held-out data for draft metrics (repeatable)")
     p.add_argument("--eval-every", type=int, default=0, help="steps between held-out draft evaluations; best adapter -> OUTPUT/best")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..config import ADAPTER_SCOPES
 from .objective import ObjectiveConfig
 from .schedule import SCHEDULES
 
@@ -67,8 +68,8 @@ class TrainConfig:
             raise ValueError("no training data given")
         if self.adapter_top_layers < 0:
             raise ValueError(f"adapter_top_layers must be >= 0, got {self.adapter_top_layers}")
-        if self.adapter_scope not in ("block", "masks"):
-            raise ValueError(f"adapter_scope must be 'block' or 'masks', got {self.adapter_scope!r}")
+        if self.adapter_scope not in ADAPTER_SCOPES:
+            raise ValueError(f"adapter_scope must be one of {ADAPTER_SCOPES}, got {self.adapter_scope!r}")
         if self.eval_every and not self.eval_data:
             raise ValueError("eval_every needs eval_data (held-out sequences)")
 
