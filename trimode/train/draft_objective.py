@@ -162,6 +162,12 @@ def compute_teacher(model: Transformer, x0: torch.Tensor, block: int, start: int
     return Teacher(ks, vs, hidden, top_ids, top_logp, start)
 
 
+def teacher_for(model: Transformer, x0: torch.Tensor, loss_mask: torch.Tensor, settings: "DraftSettings") -> Teacher:
+    """:func:`compute_teacher` with what the model and settings imply: its frozen layers and scope."""
+    return compute_teacher(model, x0, settings.block_size, frozen_below(model, settings.adapter), settings.topk,
+                           model.config.adapter_scope, loss_mask)
+
+
 @dataclass(frozen=True)
 class DraftSettings:
     block_size: int
@@ -233,7 +239,7 @@ def draft_forward(model: Transformer, x0: torch.Tensor, loss_mask: torch.Tensor,
             x = model.layer_states(x, positions, cache, pattern=pattern, stop=start) if start else x
     else:
         if teacher is None:
-            teacher = compute_teacher(model, x0, block, start, settings.topk, scope, loss_mask)
+            teacher = teacher_for(model, x0, loss_mask, settings)
         if teacher.start != start:
             raise ValueError(f"teacher made for adapter start {teacher.start}, model trains from layer {start}")
         cache = KVCache.for_model(model, rows, 2 * length)

@@ -111,7 +111,7 @@ class DraftEvaluator:
         self.x0 = torch.stack([r["input_ids"] for r in rows]).to(device)
         self.loss_mask = torch.stack([r["loss_mask"] for r in rows]).to(device)
         self.cfg, self.model, self.best, self.base = cfg, model, best, base
-        self.teachers: list | None = None  # the held-out set is fixed: its frozen passes are made once
+        self.teachers: list = []  # the held-out set is fixed: its frozen passes are made once (with a top-k)
         self.best_score = float("-inf")
 
     def restore(self, eval_path: Path) -> None:
@@ -120,7 +120,7 @@ class DraftEvaluator:
             self.best_score = max(scores, default=float("-inf"))
 
     def __call__(self, step: int) -> dict:
-        from .draft_objective import compute_teacher, frozen_below
+        from .draft_objective import teacher_for
         from .objective import adapter_terms
         from .trainer import _readable
 
@@ -130,12 +130,8 @@ class DraftEvaluator:
             x0, lm = self.x0[i : i + chunk], self.loss_mask[i : i + chunk]
             teacher = None
             if ocfg.distill_topk > 0:
-                if self.teachers is None:
-                    self.teachers = []
-                if n >= len(self.teachers):
-                    start = frozen_below(self.model, ocfg.adapter)
-                    self.teachers.append(compute_teacher(self.model, x0, ocfg.block_size, start, ocfg.distill_topk,
-                                                         self.model.config.adapter_scope, lm))
+                if n == len(self.teachers):
+                    self.teachers.append(teacher_for(self.model, x0, lm, ocfg.draft_settings()))
                 teacher = self.teachers[n]
             terms = adapter_terms(self.model, x0, lm, ocfg, teacher)
             for k, v in terms.logs.items():

@@ -24,7 +24,7 @@ from ..model.transformer import Transformer
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .distributed import DistEnv
-from .draft_objective import Teacher, TeacherStore, compute_teacher, frozen_below
+from .draft_objective import Teacher, TeacherStore, teacher_for
 from .objective import LossTerms, adapter_terms, ar_terms, corrupt, joint_terms
 from .schedule import lr_at
 
@@ -64,8 +64,7 @@ class ObjectiveModule(nn.Module):
         found = [self.teachers.get(k) for k in keys]
         missing = [r for r, t in enumerate(found) if t is None]
         if missing:
-            fresh = compute_teacher(self.model, x0[missing], self.cfg.block_size, frozen_below(self.model, self.cfg.adapter),
-                                    self.cfg.distill_topk, self.model.config.adapter_scope, loss_mask[missing])
+            fresh = teacher_for(self.model, x0[missing], loss_mask[missing], self.cfg.draft_settings())
             for j, r in enumerate(missing):
                 found[r] = fresh.rows([j])
                 self.teachers.put(keys[r], found[r])
