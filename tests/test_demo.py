@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import io
 import json
 
 import pytest
 
 from trimode.cli import main
-from trimode.demo import TextStream, demo_prompts
+from trimode.demo import demo_prompts
 from trimode.eval import prompts as bundled
 
 
@@ -48,16 +47,3 @@ def test_demo_prompts_cycle_through_code_chat_math(tiny):
     kinds = [next(i.kind for i in bundled.load_all("eval") if i.prompt == text) for text, _ in prompts]
     assert kinds == ["code", "chat", "math", "code"]
 
-
-def test_text_stream_holds_back_partial_characters():
-    class Bytes:  # decodes ids as UTF-8 bytes, like a byte-level BPE does
-        def decode(self, ids, skip_special_tokens=True):
-            return bytes(ids).decode("utf-8", errors="replace")
-
-    buf = io.StringIO()
-    stream = TextStream(Bytes(), buf)
-    euro = list("€".encode())
-    stream(0, [ord("a")] + euro[:2])
-    assert buf.getvalue() == ""  # "a" plus half a character: wait for the rest
-    stream(0, euro[2:] + [ord("b")])
-    assert buf.getvalue() == "a€b"

@@ -26,11 +26,8 @@ NEW_TOKENS = 72
 
 
 @pytest.fixture(scope="module")
-def hf_model():
-    transformers = pytest.importorskip("transformers")
-    path = smollm2_gguf_path()
-    model = transformers.AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
-    return model.eval()
+def hf_model(smollm2_hf):
+    return smollm2_hf  # transformers' load of the same GGUF, shared by the session (tests/conftest.py)
 
 
 def hf_greedy(model, prompt_ids: list[int], n: int) -> list[int]:
@@ -47,23 +44,19 @@ def cli(capsys, *argv) -> dict:
 
 
 @pytest.mark.parametrize("prompt", PROMPTS)
-def test_cli_greedy_equals_transformers(capsys, hf_model, prompt):
+def test_cli_greedy_equals_transformers(capsys, hf_model, smollm2, prompt):
     ours = cli(capsys, "--prompt", prompt, "--max-new-tokens", str(NEW_TOKENS))
-    from trimode.model import load
-
-    ids = load(smollm2_gguf_path()).tokenizer.encode(prompt)
+    ids = smollm2.tokenizer.encode(prompt)
     ref = hf_greedy(hf_model, ids, NEW_TOKENS)
     assert len(ref) == NEW_TOKENS  # no early EOS: the comparison covers all 72 tokens
     assert ours["token_ids"] == ref
     assert ours["prompt_tokens"] == len(ids)
 
 
-def test_chat_greedy_equals_transformers(capsys, hf_model):
+def test_chat_greedy_equals_transformers(capsys, hf_model, smollm2):
     """--chat renders the GGUF's template; the answer (ending in <|im_end|>) matches transformers."""
     ours = cli(capsys, "--prompt", CHAT_PROMPT, "--chat", "--max-new-tokens", "128")
-    from trimode.model import load
-
-    tok = load(smollm2_gguf_path()).tokenizer
+    tok = smollm2.tokenizer
     ids = tok.encode_chat([{"role": "user", "content": CHAT_PROMPT}])
     assert tok.decode(ids).startswith("<|im_start|>system\n")
     assert tok.decode(ids).endswith("<|im_start|>assistant\n")
@@ -73,11 +66,10 @@ def test_chat_greedy_equals_transformers(capsys, hf_model):
     assert ours["text"] == tok.decode(ref, skip_special_tokens=True)
 
 
-def test_batch_of_real_prompts_equals_single(hf_model):
+def test_batch_of_real_prompts_equals_single(hf_model, smollm2):
     from trimode.decoding import ARDecoder, GenerationConfig
-    from trimode.model import load
 
-    loaded = load(smollm2_gguf_path())
+    loaded = smollm2
     prompts = [loaded.tokenizer.encode(p) for p in PROMPTS]
     config = GenerationConfig(max_new_tokens=32, eos_token_ids=loaded.eos_token_ids)
     batch = ARDecoder(loaded.model).generate(prompts, config)
@@ -88,7 +80,8 @@ def test_batch_of_real_prompts_equals_single(hf_model):
 @pytest.fixture(scope="module")
 def smollm2_trimode():
     """SmolLM2 with a mask token and an untrained (random) drafting adapter: drafts are poor, but
-    self-speculation must still reproduce greedy AR exactly."""
+    self-speculation must still reproduce greedy AR exactly. It changes the model (mask token,
+    adapter), so it is a load of its own, not the session's shared ``smollm2``."""
     from trimode.model import load
     from trimode.model.convert import add_drafting_adapter, set_mask_token
 
@@ -98,14 +91,26 @@ def smollm2_trimode():
     return loaded
 
 
+@pytest.fixture(scope="module")
+def greedy_ar(smollm2_trimode):
+    """Greedy AR on PROMPTS, 128 tokens: the reference of both self-speculation cases (AR decoding
+    ignores the block size, so one run serves both)."""
+    from trimode.decoding import GenerationConfig, decoder_for
+
+    loaded = smollm2_trimode
+    prompts = [loaded.tokenizer.encode(p) for p in PROMPTS]
+    config = GenerationConfig(max_new_tokens=128, eos_token_ids=loaded.eos_token_ids)
+    return decoder_for("ar", loaded.model).generate(prompts, config)
+
+
 @pytest.mark.parametrize("mode, block", [("linear-spec", 16), ("quadratic-spec", 4)])
-def test_greedy_self_speculation_equals_greedy_ar(smollm2_trimode, mode, block):
+def test_greedy_self_speculation_equals_greedy_ar(smollm2_trimode, greedy_ar, mode, block):
     from trimode.decoding import GenerationConfig, decoder_for
 
     loaded = smollm2_trimode
     prompts = [loaded.tokenizer.encode(p) for p in PROMPTS]
     config = GenerationConfig(max_new_tokens=128, eos_token_ids=loaded.eos_token_ids, block_size=block)
-    ar = decoder_for("ar", loaded.model).generate(prompts, config)
+    ar = greedy_ar
     spec = decoder_for(mode, loaded.model).generate(prompts, config)
     assert [len(s) for s in ar.sequences] == [128] * len(PROMPTS)
     assert spec.sequences == ar.sequences

@@ -93,9 +93,6 @@ class KVCache:
                 raise ValueError(f"crop row {b} to {new}: must be within 0..{old} (its current length)")
         self._set_lens(lens)
 
-    def reset(self) -> None:
-        self._set_lens([0] * self.batch)
-
     def ensure_capacity(self, needed: int) -> None:
         """Grow (by doubling) so that ``needed`` slots fit; existing content is kept."""
         if needed <= self.capacity:

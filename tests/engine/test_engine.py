@@ -134,7 +134,7 @@ def test_auto_policy_follows_measured_throughput(model):
 
     auto = AutoDecoder(model, spec_max_rows=2, probe_every=4)
     batch = Batch("auto", GenerationConfig(block_size=4))
-    batch.load = 1
+    batch.demand = 1
     assert auto.choice(batch) is auto.spec  # nothing measured yet: speculation first
     auto.rate["linear-spec"] = 30.0
     assert auto.choice(batch) is auto.ar  # then AR gets measured
@@ -145,5 +145,5 @@ def test_auto_policy_follows_measured_throughput(model):
     assert auto.choice(batch) is auto.spec  # but speculation is re-measured now and then
     auto.rate["linear-spec"], auto.low_steps = 80.0, 5
     assert auto.choice(batch) is auto.spec
-    batch.load = 3
+    batch.demand = 3
     assert auto.choice(batch) is auto.ar  # high load: always AR

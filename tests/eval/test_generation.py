@@ -43,7 +43,9 @@ def test_setting_config_routes_the_threshold():
     assert Setting.default("diffusion", 8, 0.5).config(5, (2,)).threshold == 0.5
     cfg = Setting.default("linear-spec", 8).config(5, (2,))
     assert isinstance(cfg, GenerationConfig) and cfg.draft_threshold == 0.0 and cfg.block_size == 8
-    assert Setting.default("quadratic-spec").block_size == 8
+    # The default block is the mode's block for the device (trimode.decoding.spec): 4 on a CPU, 8 on CUDA.
+    assert Setting.default("quadratic-spec").block_size == 4
+    assert Setting.default("quadratic-spec", device="cuda").block_size == 8
 
 
 def test_sweep_and_bad_mode():

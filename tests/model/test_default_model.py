@@ -29,15 +29,14 @@ def test_the_shipped_delta_stays_small():
 
 
 @pytest.mark.slow
-def test_the_default_model_is_the_base_in_ar_mode_and_lossless_in_spec_modes():
+def test_the_default_model_is_the_base_in_ar_mode_and_lossless_in_spec_modes(default_model, smollm2):
     """AR mode of the shipped model is exactly SmolLM2 (the base is frozen); self-speculation with its
     trained adapter gives the same greedy tokens."""
     from trimode.decoding import GenerationConfig, decoder_for
-    from trimode.model import load
 
     if shipped_delta() is None:
         pytest.skip("no delta shipped in trimode/default_model/")
-    tri, base = load(default_model_path()), load(smollm2_gguf_path())
+    tri, base = default_model, smollm2  # the session's load(default_model_path()) and load(smollm2_gguf_path())
     assert tri.format == "delta" and tri.config.mask_token_id is not None and tri.model.adapter_names
     ids = tri.tokenizer.encode_chat([{"role": "user", "content": "Write a Python function that reverses a list."}])
     cfg = GenerationConfig(max_new_tokens=32, eos_token_ids=tri.eos_token_ids, block_size=8)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import struct
 import time
 import unicodedata
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -557,14 +556,10 @@ def smollm2_ours(smollm2_path):
 
 
 @pytest.fixture(scope="module")
-def smollm2_hf_model(smollm2_path):
-    transformers = pytest.importorskip("transformers")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = transformers.AutoModelForCausalLM.from_pretrained(
-            smollm2_path.parent, gguf_file=smollm2_path.name, dtype=torch.float32
-        )
-    return model
+def smollm2_hf_model(smollm2_path, smollm2_hf):
+    # transformers' float32 load of the same file, shared by the session (tests/conftest.py);
+    # smollm2_path comes first, so the tests skip when the file is missing.
+    return smollm2_hf
 
 
 @pytest.fixture(scope="module")

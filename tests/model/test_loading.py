@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import shutil
 
 import pytest
@@ -11,9 +10,8 @@ import torch
 import transformers
 from safetensors.torch import load_file, save_file
 
-from trimode.config import ModelConfig, RopeConfig, preset
+from trimode.config import preset
 from trimode.model import DRAFT_ADAPTER, CheckpointError, load, new_model, save_pretrained
-from trimode.model.rope import inv_freq_and_attention_factor
 
 
 def test_nld_fixture_keys_and_adapter(nld_tiny, nld_tiny_dir):
@@ -152,27 +150,3 @@ def test_bad_adapter(tmp_path, nld_tiny_dir):
     with pytest.raises(CheckpointError, match="expected A\\[r, 64\\]"):
         load(folder)
 
-
-def test_config_roundtrip_and_presets():
-    for name in ("tiny", "nld-tiny", "smollm2-135m", "nld-8b"):
-        cfg = preset(name)
-        assert ModelConfig.from_hf(cfg.to_hf()) == cfg
-    with pytest.raises(KeyError, match="unknown preset"):
-        preset("gpt5")
-
-
-@pytest.mark.parametrize("name, billions", [("nld-3b", 3.83), ("nld-8b", 8.49), ("nld-14b", 13.51)])
-def test_released_size_presets_have_the_published_parameter_counts(name, billions):
-    c = preset(name)
-    per_layer = c.hidden_size * (2 * c.q_size + 2 * c.kv_size) + 3 * c.hidden_size * c.intermediate_size
-    total = c.num_hidden_layers * per_layer + 2 * c.vocab_size * c.hidden_size
-    assert total / 1e9 == pytest.approx(billions, abs=0.01)
-
-
-def test_rope_attention_factors():
-    nld = preset("nld-8b").rope
-    assert inv_freq_and_attention_factor(nld, 128)[1] == 1.0
-    plain = RopeConfig(type="yarn", theta=1e4, factor=4.0, original_max_position_embeddings=32)
-    assert inv_freq_and_attention_factor(plain, 16)[1] == pytest.approx(0.1 * math.log(4.0) + 1)
-    with pytest.raises(ValueError, match="unsupported RoPE type"):
-        RopeConfig(type="dynamic")

@@ -41,11 +41,8 @@ def tiny_tokenizer(template: str | None = ZEPHYR, eos: str = "</s>") -> Tokenize
 
 
 @pytest.fixture(scope="module")
-def smollm2_tokenizer():
-    from trimode.model import load
-    from trimode.model.defaults import smollm2_gguf_path
-
-    return load(smollm2_gguf_path(), pack=False).tokenizer
+def smollm2_tokenizer(smollm2):
+    return smollm2.tokenizer  # the session's SmolLM2 load (tests/conftest.py); only read here
 
 
 def write_jsonl(path: Path, records: list) -> Path:

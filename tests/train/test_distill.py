@@ -17,14 +17,6 @@ from trimode.train.distill import Prompt, answers, read_prompts
 PROMPTS = ["What is the capital of France?", "Name a color.", "Write one word."]
 
 
-@pytest.fixture(scope="module")
-def smollm2():
-    from trimode.model import load
-    from trimode.model.defaults import smollm2_gguf_path
-
-    return load(smollm2_gguf_path())
-
-
 def test_tokenizerless_checkpoint_with_prompt_ids_reproduces_the_golden_answers(tmp_path, nld_tiny_dir, golden):
     """nld-tiny has no tokenizer: prompt ids in, ids + loss mask out; greedy answers equal the
     publisher's reference AR outputs, decoded here in a ragged batch."""
@@ -59,7 +51,7 @@ def test_prompts_a_tokenizerless_checkpoint_cannot_take(tmp_path, nld_tiny_dir, 
         assert not out.exists() and not (tmp_path / "out.jsonl.tmp").exists()
 
 
-@pytest.mark.slow  # ~45 s on the shared 2-core machine (two model loads, 6 decodes)
+@pytest.mark.slow  # the command loads the default model; `smollm2` is the session's (tests/conftest.py)
 def test_cli_writes_the_models_own_answers_as_sft_data(tmp_path, smollm2, capsys):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text(PROMPTS[0] + "\n\n" + "\n".join(PROMPTS[1:]) + "\n")  # blank lines are skipped

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections import Counter
 
 from trimode.eval import prompts as bundled
@@ -48,12 +46,11 @@ def test_prompts_mix_kinds_skip_eval_names_and_are_deterministic(tmp_path):
 
 
 def test_cli_writes_jsonl_that_distill_data_reads(tmp_path):
+    from trimode.cli import main
     from trimode.train.distill import read_prompts
 
     out = tmp_path / "prompts.jsonl"
-    done = subprocess.run([sys.executable, "-m", "trimode.cli", "make-prompts", "--output", str(out), "--count", "120"],
-                          capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stderr
+    assert main(["make-prompts", "--output", str(out), "--count", "120"]) == 0  # in process: no interpreter to start
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 120 and all(r["prompt"] for r in rows)
     assert len(read_prompts(out, chat=True)) == 120

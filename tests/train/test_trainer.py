@@ -65,6 +65,19 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "trimode.cli", "train", *args]
 
 
+def _train_here(*args: str) -> None:
+    """``trimode train ARGS`` in this process: the subprocesses' entry point (trimode.cli.main), on one
+    thread as they run (ENV), for the reference runs that need no process of their own."""
+    from trimode.cli import main
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["train", *args]) == 0
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _cli_args(scratch, output, steps: int, *extra: str) -> list[str]:
     ckpt, data = scratch
     return ["--model", str(ckpt), "--data", str(data), "--output", str(output), "--max-steps", str(steps),
@@ -89,7 +102,7 @@ def test_gradient_accumulation_equals_the_full_batch(scratch, tmp_path):
 def test_killed_run_resumes_with_identical_losses(scratch, tmp_path):
     steps, every = 60, 20
     straight = tmp_path / "straight"
-    subprocess.run(_cli(*_cli_args(scratch, straight, steps)), env=ENV, check=True, capture_output=True)
+    _train_here(*_cli_args(scratch, straight, steps))
     run = tmp_path / "killed"
     proc = subprocess.Popen(_cli(*_cli_args(scratch, run, steps, "--save-every", str(every))), env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -103,8 +116,7 @@ def test_killed_run_resumes_with_identical_losses(scratch, tmp_path):
     proc.wait()
     saved = json.loads(latest.read_text())["step"]
     assert saved < steps, "the run finished before it could be interrupted"
-    subprocess.run(_cli(*_cli_args(scratch, run, steps, "--save-every", str(every), "--resume")), env=ENV,
-                   check=True, capture_output=True)
+    _train_here(*_cli_args(scratch, run, steps, "--save-every", str(every), "--resume"))
     resumed, reference = _losses(run), _losses(straight)
     assert len(resumed) == steps  # lines logged after the checkpoint by the killed run were replaced
     assert resumed == pytest.approx(reference, abs=1e-6)
@@ -113,7 +125,7 @@ def test_killed_run_resumes_with_identical_losses(scratch, tmp_path):
 @pytest.mark.parametrize("objective", ["joint", "adapter"])
 def test_torchrun_two_gloo_ranks_match_one_process(scratch, tmp_path, objective):
     args = ("--objective", objective, "--micro-batch", "1")
-    subprocess.run(_cli(*_cli_args(scratch, tmp_path / "one", 5, *args)), env=ENV, check=True, capture_output=True)
+    _train_here(*_cli_args(scratch, tmp_path / "one", 5, *args))
     two = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "trimode.cli", "train", *_cli_args(scratch, tmp_path / "two", 5, *args)]
     done = subprocess.run(two, env=ENV, capture_output=True, text=True)
@@ -125,7 +137,7 @@ def test_torchrun_two_gloo_ranks_match_one_process(scratch, tmp_path, objective)
 def test_fsdp2_on_gloo_matches_one_process_and_resumes(scratch, tmp_path):
     """FSDP2 (parameters sharded over 2 CPU ranks): same losses and weights; a resume from a sharded
     run's checkpoint reproduces the steps after it."""
-    subprocess.run(_cli(*_cli_args(scratch, tmp_path / "one", 5)), env=ENV, check=True, capture_output=True)
+    _train_here(*_cli_args(scratch, tmp_path / "one", 5))
     two = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "trimode.cli", "train", *_cli_args(scratch, tmp_path / "two", 5, "--fsdp", "--save-every", "3",
                                                     "--keep-checkpoints", "5")]
@@ -184,17 +196,19 @@ def test_adapter_training_raises_draft_accuracy(scratch, tmp_path):
     assert last > first + 0.05, (first, last)
 
 
-def test_cli_trains_and_the_result_generates(scratch, tmp_path):
+def test_cli_trains_and_the_result_generates(scratch, tmp_path, capsys):
+    """In process, through the entry point the console script calls (the torchrun tests and the
+    refusal below run it as a real ``python -m trimode.cli`` process, exit status and stderr included)."""
+    from trimode.cli import main
+
     out = tmp_path / "run"
-    done = subprocess.run(_cli(*_cli_args(scratch, out, 3)), env=ENV, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
+    _train_here(*_cli_args(scratch, out, 3))
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines] == [1, 2, 3] and all("loss" in x for x in lines)
-    gen = subprocess.run([sys.executable, "-m", "trimode.cli", "generate", "--model", str(out / "final"),
-                          "--prompt", "12 + 7 =", "--mode", "diffusion", "--max-new-tokens", "8", "--json"],
-                         env=ENV, capture_output=True, text=True)
-    assert gen.returncode == 0, gen.stderr[-2000:]
-    assert json.loads(gen.stdout.splitlines()[-1])["mode"] == "diffusion"
+    capsys.readouterr()
+    assert main(["generate", "--model", str(out / "final"), "--prompt", "12 + 7 =", "--mode", "diffusion",
+                 "--max-new-tokens", "8", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["mode"] == "diffusion"
 
 
 def test_bad_inputs_are_refused_clearly(scratch, tmp_path):

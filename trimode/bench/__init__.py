@@ -2,78 +2,30 @@
 
 from __future__ import annotations
 
-import json
-import os
-import platform
-from pathlib import Path
-from typing import Any
+import importlib
 
-import torch
-
-
-def machine_info() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    info: dict[str, Any] = {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
-    if hasattr(os, "getloadavg"):
-        # Other work on the machine slows every timing; the load when the figures were taken says how much.
-        info["load_average_1_5_15min"] = [round(x, 2) for x in os.getloadavg()]
-    try:
-        import transformers
-
-        info["transformers"] = transformers.__version__
-    except ImportError:
-        pass
-    return info
+# Benchmark name -> module (in this package) whose ``main(argv)`` runs it.
+BENCHMARKS = {
+    "suite": "suite",
+    "ar-vs-transformers": "ar_vs_transformers",
+    "modes": "modes",
+    "train-tiny": "train_tiny",
+    "serve-load": "serve_load",
+    "forward-curve": "forward_curve",
+    "draft-curve": "draft_curve",
+}
 
 
-def write_result(result: dict[str, Any], out: str | None) -> None:
-    line = json.dumps(result)
-    if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(result, indent=2) + "\n")
-    print(line)
+def run_benchmark(name: str, argv: list[str]) -> int:
+    if name not in BENCHMARKS:
+        raise ValueError(f"unknown benchmark {name!r}; expected one of {', '.join(BENCHMARKS)}")
+    return importlib.import_module(f".{BENCHMARKS[name]}", __name__).main(argv)
 
 
-def run_benchmark(name: str | None, argv: list[str]) -> int:
-    if name is None or name == "suite":
-        from .suite import main
+def add_arguments(p) -> None:
+    p.add_argument("name", choices=tuple(BENCHMARKS), help="which benchmark (default: suite)")
+    p.add_argument("rest", nargs="...", help="arguments for the benchmark (see --help after the name)")
 
-        return main(argv)
-    if name == "ar-vs-transformers":
-        from .ar_vs_transformers import main
 
-        return main(argv)
-    if name == "modes":
-        from .modes import main
-
-        return main(argv)
-    if name == "train-tiny":
-        from .train_tiny import main
-
-        return main(argv)
-    if name == "forward-curve":
-        from .forward_curve import main
-
-        return main(argv)
-    if name == "draft-curve":
-        from .draft_curve import main
-
-        return main(argv)
-    if name == "serve-load":
-        from .serve_load import main
-
-        return main(argv)
-    raise ValueError(f"unknown benchmark {name!r}")
+def run(args) -> int:
+    return run_benchmark(args.name, args.rest)

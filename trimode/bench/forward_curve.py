@@ -23,7 +23,8 @@ import time
 
 import torch
 
-from . import machine_info, write_result
+from ..cli_common import add_model_args, load_from_args
+from ..runinfo import machine_info, write_result
 
 TOKENS = (1, 2, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 ALPHAS = (0.5, 0.7, 0.8, 0.9, 0.95)
@@ -70,12 +71,7 @@ def measure(model, tokens=TOKENS, context: int = 128, repeats: int = 7) -> dict[
 
 
 def run(args: argparse.Namespace) -> dict:
-    from ..model import load
-    from ..model.defaults import model_path
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    loaded = load(model_path(args.model), dtype=getattr(torch, args.dtype), device=args.device)
+    loaded = load_from_args(args)
     curve = measure(loaded.model, tuple(args.tokens), args.context, args.repeats)
     rows = [{"tokens": t, "ms": round(s * 1e3, 3), "relative_to_1": round(s / curve[1], 3),
              "ms_per_token": round(s * 1e3 / t, 3)} for t, s in curve.items()]
@@ -109,10 +105,7 @@ def print_table(result: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="trimode bench forward-curve", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int)
+    add_model_args(p)
     p.add_argument("--tokens", type=int, nargs="+", default=list(TOKENS))
     p.add_argument("--context", type=int, default=128, help="cached prefix length")
     p.add_argument("--repeats", type=int, default=7)

@@ -9,12 +9,13 @@ every forward, the prefill included. Timings are wall time of the whole call, me
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 
-import torch
 
-from . import machine_info, write_result
+from ..cli_common import UsageError, add_model_args, load_from_args, threshold_arg
+from ..decoding import MODES, GenerationConfig, spec_for, thresholds
+from ..eval.compare import run_mode, versus_ar
+from ..runinfo import machine_info, write_result
 
 DEFAULT_PROMPTS = [
     "The history of the Roman Empire",
@@ -24,61 +25,39 @@ DEFAULT_PROMPTS = [
 
 
 def run(args: argparse.Namespace) -> dict:
-    from ..decoding import MODES, GenerationConfig, decoder_for
-    from ..model import load
-    from ..model.convert import resolve_token, set_mask_token
-    from ..model.defaults import model_path
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    path = model_path(args.model)
-    loaded = load(path, dtype=getattr(torch, args.dtype))
+    loaded = load_from_args(args)
+    path = loaded.source
     if loaded.config.mask_token_id is None:
-        if args.mask_token is None:
-            raise SystemExit(f"{path} has no mask_token_id; pass --mask-token (an unused special token)")
-        set_mask_token(loaded.model, resolve_token(loaded.tokenizer, args.mask_token))
+        raise UsageError(f"{path} has no mask_token_id; pass --mask-token (an unused special token)")
     if args.prompt_ids:
         prompts = [[int(x) for x in p.split(",")] for p in args.prompt_ids]
     else:
         prompts = [loaded.tokenizer.encode(p) for p in (args.prompt or DEFAULT_PROMPTS)]
-    rows, reference = [], None
-    for mode in args.modes or MODES:
-        if mode not in MODES:
-            raise SystemExit(f"unknown mode {mode!r}; expected some of {MODES}")
-        block = args.quadratic_block if mode == "quadratic-spec" else args.block_size
+    runs = []
+    for mode in args.modes:
+        block = spec_for(mode).block(args.quadratic_block if mode == "quadratic-spec" else args.block_size, args.device)
         config = GenerationConfig(
             max_new_tokens=args.new_tokens, eos_token_ids=loaded.eos_token_ids, block_size=block,
-            threshold=args.threshold, draft_threshold=0.0,
+            **thresholds(args.threshold),
         )
-        decoder = decoder_for(mode, loaded.model)
-        decoder.generate([prompts[0]], GenerationConfig(max_new_tokens=4, block_size=block))  # warm-up
-        times, tokens, nfe, accepted, outputs = [], 0, 0, [], []
-        for prompt in prompts:
-            runs = [decoder.generate([prompt], config) for _ in range(args.repeats)]
-            times.append(statistics.median(r.stats.elapsed_s for r in runs))
-            tokens += runs[0].stats.generated_tokens
-            nfe += runs[0].stats.nfe
-            accepted += [a for row in runs[0].stats.accepted_lengths for a in row]
-            outputs.append(runs[0].sequences[0])
-        if mode == "ar":
-            reference = outputs
-        rows.append({
-            "mode": mode,
-            "block_size": None if mode == "ar" else block,
-            "generated_tokens": tokens,
-            "nfe": nfe,
-            "tokens_per_forward": round(tokens / nfe, 3),
-            "tokens_per_second": round(tokens / sum(times), 2),
-            "mean_accepted_length": round(sum(accepted) / len(accepted), 3) if accepted else None,
-            "equals_greedy_ar": None if reference is None else outputs == reference,
-        })
+        runs.append(run_mode(loaded.model, mode, prompts, config, repeats=args.repeats))
+    rows = [{
+        "mode": r["mode"],
+        "block_size": r["block"],
+        "generated_tokens": r["tokens"],
+        "nfe": r["forwards"],
+        "tokens_per_forward": r["tokens_per_forward"],
+        "tokens_per_second": r["tokens_per_second"],
+        "mean_accepted_length": r["mean_accepted"],
+        "equals_greedy_ar": r["equals_ar"],
+    } for r in versus_ar(runs)]
     return {
         "benchmark": "modes",
         "model": str(path),
         "dtype": args.dtype,
         "prompts": len(prompts),
         "new_tokens": args.new_tokens,
-        "threshold": args.threshold,
+        "threshold": None if args.threshold is ... else args.threshold,
         "counting": "generated tokens exclude the prompt, include EOS; nfe includes the prefill",
         "results": rows,
         "machine": machine_info(),
@@ -89,18 +68,15 @@ def run(args: argparse.Namespace) -> dict:
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="trimode bench modes", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model")
-    p.add_argument("--mask-token", help="mask token (id or text) for a checkpoint without one")
-    p.add_argument("--modes", nargs="+")
+    add_model_args(p)
+    p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     p.add_argument("--prompt", action="append")
     p.add_argument("--prompt-ids", action="append", help="comma-separated ids (repeatable)")
     p.add_argument("--new-tokens", type=int, default=128)
-    p.add_argument("--block-size", type=int, default=32)
-    p.add_argument("--quadratic-block", type=int, default=8)
-    p.add_argument("--threshold", type=float, default=0.9)
+    p.add_argument("--block-size", type=int, help="diffusion / linear-spec block (default: per device)")
+    p.add_argument("--quadratic-block", type=int, help="quadratic-spec block (default: per device)")
+    p.add_argument("--threshold", type=threshold_arg, default=..., help="default: diffusion 0.9, linear-spec 0")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    p.add_argument("--threads", type=int)
     p.add_argument("--out")
     args = p.parse_args(argv)
     result = run(args)

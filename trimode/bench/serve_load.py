@@ -20,10 +20,14 @@ import sys
 import threading
 import time
 
-import torch
 from tqdm import tqdm
 
-from . import machine_info, write_result
+from ..cli_common import add_model_args, load_from_args
+from ..decoding.spec import ENGINE_MODES, SPECS, spec_for
+from ..decoding import GenerationConfig
+from ..engine import Engine, Request
+from ..model.defaults import FALLBACK_MASK_TOKEN
+from ..runinfo import machine_info, write_result
 from .modes import DEFAULT_PROMPTS
 
 PROMPTS = DEFAULT_PROMPTS + [
@@ -33,7 +37,6 @@ PROMPTS = DEFAULT_PROMPTS + [
     "Write a short poem about autumn leaves.",
     "The capital of France is",
 ]
-LOSSLESS = ("ar", "linear-spec", "quadratic-spec", "auto")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -42,8 +45,6 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def run_level(engine, prompts, mode: str, concurrency: int, requests: int, new_tokens: int, block: dict, eos):
-    from ..decoding import GenerationConfig
-    from ..engine import Request
 
     work = queue.SimpleQueue()
     for i in range(requests):
@@ -93,21 +94,12 @@ def run_level(engine, prompts, mode: str, concurrency: int, requests: int, new_t
 
 
 def run(args: argparse.Namespace) -> dict:
-    from ..engine import Engine
-    from ..model import load
-    from ..model.convert import resolve_token, set_mask_token
-    from ..model.defaults import model_path
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    path = model_path(args.model)
-    loaded = load(path, dtype=getattr(torch, args.dtype))
-    if loaded.config.mask_token_id is None and args.mask_token is not None:
-        set_mask_token(loaded.model, resolve_token(loaded.tokenizer, args.mask_token))
+    loaded = load_from_args(args, default_mask_token=FALLBACK_MASK_TOKEN)
+    path = loaded.source
     prompts = [loaded.tokenizer.encode(p) for p in PROMPTS]
     engine = Engine(loaded.model, max_batch=max(args.concurrency), max_waiting=10_000, spec_max_rows=args.spec_max_rows)
-    block = {"ar": args.block_size, "diffusion": args.block_size, "linear-spec": args.block_size,
-             "auto": args.block_size, "quadratic-spec": args.quadratic_block}
+    block = {m: spec_for(m, engine=True).block(args.quadratic_block if m == "quadratic-spec" else args.block_size,
+                                               args.device) for m in args.modes}
     rows, alone = [], {}
     try:
         # Concurrency outside, modes inside: on a machine whose speed drifts (shared), the modes
@@ -116,7 +108,7 @@ def run(args: argparse.Namespace) -> dict:
             for mode in args.modes:
                 n = max(args.requests_per_client * c, len(prompts) if c == 1 else 0)
                 row, outputs = run_level(engine, prompts, mode, c, n, args.new_tokens, block, loaded.eos_token_ids)
-                key = "ar" if mode in LOSSLESS else mode
+                key = "ar" if SPECS[mode].lossless else mode
                 if c == 1 and key == mode:
                     alone[key] = {i % len(prompts): o for i, o in outputs.items()}
                 ref = alone.get(key)
@@ -130,7 +122,7 @@ def run(args: argparse.Namespace) -> dict:
         engine.close()
     return {
         "benchmark": "serve-load", "model": str(path), "dtype": args.dtype, "new_tokens": args.new_tokens,
-        "block_size": args.block_size, "quadratic_block": args.quadratic_block, "spec_max_rows": args.spec_max_rows,
+        "device": args.device, "block_size": block, "spec_max_rows": args.spec_max_rows,
         "counting": "generated tokens exclude the prompt, include EOS; nfe includes the prefill; greedy; in-process engine",
         "results": rows, "machine": machine_info(),
         "command": "trimode bench serve-load " + " ".join(sys.argv[3:]),
@@ -140,17 +132,14 @@ def run(args: argparse.Namespace) -> dict:
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="trimode bench serve-load", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model")
-    p.add_argument("--mask-token", default="<empty_output>", help="mask token for a checkpoint without one")
-    p.add_argument("--modes", nargs="+", default=["ar", "linear-spec", "quadratic-spec", "diffusion", "auto"])
+    add_model_args(p)
+    p.add_argument("--modes", nargs="+", choices=ENGINE_MODES, default=list(ENGINE_MODES))
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     p.add_argument("--requests-per-client", type=int, default=2)
     p.add_argument("--new-tokens", type=int, default=32)
-    p.add_argument("--block-size", type=int, default=16)
-    p.add_argument("--quadratic-block", type=int, default=4)
+    p.add_argument("--block-size", type=int, help="block of every mode but quadratic-spec (default: per device)")
+    p.add_argument("--quadratic-block", type=int, help="quadratic-spec block (default: per device)")
     p.add_argument("--spec-max-rows", type=int, default=2)
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    p.add_argument("--threads", type=int)
     p.add_argument("--out")
     args = p.parse_args(argv)
     if 1 not in args.concurrency:

@@ -26,7 +26,13 @@ from typing import Any
 
 import torch
 
-from . import machine_info
+from ..cli_common import add_model_args, load_from_args
+from ..decoding import MODES, SPECS, decoder_for
+from ..eval import prompts as bundled
+from ..eval.generation import generate_all, sweep
+from ..eval.prompts import BUNDLED
+from ..model.defaults import FALLBACK_MASK_TOKEN
+from ..runinfo import machine_info
 
 QUICK = {"per_set": 1, "max_new_tokens": 32, "repeats": 1, "block_sizes": [16], "thresholds": [0.5, 0.9],
          "linear_blocks": [8], "quadratic_blocks": [4], "batch_sizes": [1, 3]}
@@ -35,15 +41,9 @@ FULL = {"per_set": 4, "max_new_tokens": 96, "repeats": 3, "block_sizes": [16, 32
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ..cli import _add_model_args
-    from ..decoding import MODES
-    from ..eval.prompts import BUNDLED
-
-    _add_model_args(p)
+    add_model_args(p)
     p.add_argument("--quick", action="store_true", help="small preset (< 3 minutes on a 2-core CPU)")
     p.add_argument("--json", action="store_true", help="table to stderr, only the final JSON line to stdout")
-    p.add_argument("--mask-token", help="mask token (id or text) for a checkpoint without one "
-                                        "(default: <empty_output> when the tokenizer has it)")
     p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     p.add_argument("--sets", nargs="+", choices=BUNDLED, default=list(BUNDLED), help="bundled prompt sets (eval split)")
     p.add_argument("--per-set", type=int, help="prompts per set (full: 4, quick: 1)")
@@ -72,19 +72,16 @@ def preset(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace, loaded=None) -> dict[str, Any]:
     """The whole suite; ``loaded`` (a :class:`~trimode.model.loading.LoadedModel`) skips loading."""
-    from ..cli import _load
-    from ..eval.generation import ensure_mask_token, sweep
-    from ..eval.prompts import load
-
     cfg = preset(args)
-    loaded = loaded or _load(args)
+    loaded = loaded or load_from_args(args, default_mask_token=FALLBACK_MASK_TOKEN)
     if loaded.tokenizer is None:
         raise ValueError(f"{loaded.source} has no tokenizer; the suite needs text prompts")
-    if any(m != "ar" for m in args.modes) and ensure_mask_token(loaded, args.mask_token) is None:
+    if any(SPECS[m].needs_mask for m in args.modes) and loaded.config.mask_token_id is None:
         raise ValueError(f"{loaded.source} has no mask token; pass --mask-token for the non-AR modes")
-    items = [it for name in args.sets for it in load(name, "eval")[: cfg["per_set"]]]
+    items = [it for name in args.sets for it in bundled.load(name, "eval")[: cfg["per_set"]]]
     prompts = [it.ids(loaded.tokenizer) for it in items]
-    settings = sweep(args.modes, cfg["block_sizes"], cfg["thresholds"], cfg["linear_blocks"], cfg["quadratic_blocks"])
+    settings = sweep(args.modes, cfg["block_sizes"], cfg["thresholds"], cfg["linear_blocks"], cfg["quadratic_blocks"],
+                     args.device)
     defaults = {m: _default_of(m, settings) for m in args.modes}
     rows, reference = [], None
     for batch in cfg["batch_sizes"]:
@@ -133,10 +130,6 @@ def _median_run(runs: list, elapsed):
 
 
 def _measure(loaded, setting, items, prompts, max_new, batch, repeats, reference) -> dict[str, Any]:
-    from ..decoding import decoder_for
-    from ..eval.generation import generate_all
-    from ..eval.prompts import grade
-
     decoder = decoder_for(setting.mode, loaded.model)
     decoder.generate([list(p) for p in prompts[:batch]], setting.config(4, loaded.eos_token_ids))  # warm-up
     runs = [generate_all(decoder, setting, prompts, max_new_tokens=max_new, eos_token_ids=loaded.eos_token_ids,
@@ -146,7 +139,7 @@ def _measure(loaded, setting, items, prompts, max_new, batch, repeats, reference
     per_prompt, graded, totals = [], [], run.totals
     for i, (item, out) in enumerate(zip(items, run.outputs)):
         stats = run.batches[out.batch]
-        ok = grade(item, out.text or "")
+        ok = bundled.grade(item, out.text or "")
         if ok is not None:
             graded.append(ok)
         per_prompt.append({

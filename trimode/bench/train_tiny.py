@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from . import machine_info, write_result
+from ..runinfo import machine_info, write_result
 
 # Packages of the standard library used as corpus; the last files (sorted) of each are held out.
 PACKAGES = ("email", "json", "http", "logging", "importlib", "concurrent", "asyncio", "xml", "unittest")
@@ -79,7 +79,7 @@ def _train(kind: str, ckpt: Path, data: Path, out: Path, args: argparse.Namespac
 
     cfg = TrainConfig(model=str(ckpt), data=(str(data),), output=str(out), max_steps=args.steps, seq_len=args.seq_len,
                       batch_size=args.batch_size, lr=args.lr, warmup=args.steps // 20, schedule="cosine",
-                      seed=args.seed, objective=ObjectiveConfig(kind=kind, block_size=args.block_size))
+                      seed=args.seed, device=args.device, objective=ObjectiveConfig(kind=kind, block_size=args.block_size))
     start = time.perf_counter()
     records = train(cfg)
     return records, time.perf_counter() - start
@@ -90,8 +90,9 @@ def _heldout_loss(model, sequences: torch.Tensor) -> float:
 
     cfg = ObjectiveConfig(kind="ar")
     total, count = 0.0, 0
+    device = next(model.parameters()).device
     with torch.no_grad():
-        for chunk in sequences.split(16):
+        for chunk in sequences.to(device).split(16):
             terms = ar_terms(model, chunk, torch.ones_like(chunk, dtype=torch.bool), cfg)
             total, count = total + float(terms.loss), count + terms.count
     return total / count
@@ -146,7 +147,7 @@ def run(args: argparse.Namespace) -> dict:
     results = {}
     for kind in ("ar", "joint"):
         records, wall = _train(kind, ckpt, data, work / kind, args)
-        loaded = load(work / kind / "final", pack=False)
+        loaded = load(work / kind / "final", pack=False, device=args.device)
         tok = loaded.tokenizer
         heldout = build_dataset(DataConfig(paths=(str(held),), seq_len=args.seq_len), tok).input_ids.long()
         picked = heldout[:: max(1, len(heldout) // args.prompts)][: args.prompts]
@@ -203,6 +204,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--eval-sequences", type=int, default=256)
     p.add_argument("--threads", type=int)
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (training and decoding)")
     p.add_argument("--workdir", help="keep the checkpoints here (default: a temporary folder)")
     p.add_argument("--out", help="write the JSON result here (e.g. bench/results/train_tiny.<machine>.json)")
     args = p.parse_args(argv)

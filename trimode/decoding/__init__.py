@@ -1,33 +1,30 @@
-"""Decoding modes behind one interface (see :mod:`trimode.decoding.base`)."""
+"""Decoding modes behind one interface (see :mod:`trimode.decoding.base`); what each mode needs is
+in :mod:`trimode.decoding.spec`."""
 
 from __future__ import annotations
 
 from ..model.transformer import Transformer
 from .ar import ARDecoder
-from .base import DecodeStats, Decoder, GenerationConfig, GenerationResult
+from .base import DecodeStats, Decoder, GenerationConfig, GenerationResult, ModeSettings
 from .diffusion import DiffusionDecoder
 from .linear_spec import LinearSpecDecoder
 from .quadratic_spec import QuadraticSpecDecoder
+from .spec import ENGINE_MODES, MODES, SPECS, ModeSpec, spec_for, thresholds
 
-MODES = ("ar", "diffusion", "linear-spec", "quadratic-spec")
-_DECODERS: dict[str, type[Decoder]] = {
-    "ar": ARDecoder,
-    "diffusion": DiffusionDecoder,
-    "linear-spec": LinearSpecDecoder,
-    "quadratic-spec": QuadraticSpecDecoder,
-}
+DECODERS: dict[str, type[Decoder]] = {d.mode: d for d in (ARDecoder, DiffusionDecoder, LinearSpecDecoder, QuadraticSpecDecoder)}
+assert tuple(sorted(DECODERS)) == tuple(sorted(MODES)), "every mode of trimode.decoding.spec has a decoder"
 
 
 def decoder_for(mode: str, model: Transformer) -> Decoder:
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
-    if mode not in _DECODERS:
-        raise NotImplementedError(f"mode {mode!r} is not implemented yet (available: {', '.join(_DECODERS)})")
-    return _DECODERS[mode](model)
+    spec_for(mode)  # a clear error for an unknown mode
+    return DECODERS[mode](model)
 
 
 __all__ = [
+    "DECODERS",
+    "ENGINE_MODES",
     "MODES",
+    "SPECS",
     "ARDecoder",
     "DecodeStats",
     "Decoder",
@@ -35,6 +32,10 @@ __all__ = [
     "GenerationConfig",
     "GenerationResult",
     "LinearSpecDecoder",
+    "ModeSettings",
+    "ModeSpec",
     "QuadraticSpecDecoder",
     "decoder_for",
+    "spec_for",
+    "thresholds",
 ]

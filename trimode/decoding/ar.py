@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import torch
-
-from .base import Batch, Decoder, GenerationConfig
+from .base import Batch, Decoder
 
 
 class ARDecoder(Decoder):
@@ -19,8 +17,3 @@ class ARDecoder(Decoder):
         cache.advance(1)
         self.choose(self.suppress(logits[:, 0]), rows)
 
-
-def greedy_ar(model: torch.nn.Module, prompt: list[int], max_new_tokens: int, eos: tuple[int, ...] = ()) -> list[int]:
-    """Convenience for tests and scripts: greedy AR continuation of one prompt."""
-    config = GenerationConfig(max_new_tokens=max_new_tokens, eos_token_ids=eos)
-    return ARDecoder(model).generate([prompt], config).sequences[0]

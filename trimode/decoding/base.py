@@ -16,15 +16,16 @@ import time
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import torch
 
 from ..cache import KVCache
-from ..model.loading import DRAFT_ADAPTER
+from ..model.adapters import DRAFT_ADAPTER
 from ..model.transformer import Transformer
 from ..sampling import SamplingParams, forbid, make_generators, select
+from .spec import SPECS
 
 # A stop condition sees a row's generated ids and says whether the row is finished.
 StopCondition = Callable[[Sequence[int]], bool]
@@ -37,25 +38,18 @@ ACCEPTANCE_RULES = ("speculative", "exact-match")
 
 
 @dataclass(frozen=True)
-class GenerationConfig:
-    max_new_tokens: int = 128
-    sampling: SamplingParams = field(default_factory=SamplingParams)
-    eos_token_ids: tuple[int, ...] = ()
-    stop: StopCondition | None = None
-    seeds: tuple[int | None, ...] | None = None  # per-row seeds; default: sampling.seed + row
-    force: ForceRule | None = None
-    # Block-diffusion and self-speculation knobs (ignored by AR).
+class ModeSettings:
+    """What every row of a batch shares because it shapes the forwards (diffusion and
+    self-speculation knobs; AR ignores them). Rows with equal settings can decode together."""
+
     block_size: int = 32
     threshold: float | None = 0.9  # diffusion: commit slots with confidence >= threshold; None = fixed count
+    draft_threshold: float | None = 0.0  # linear spec drafting; 0 = fill the whole draft in one forward
     max_steps: int | None = None  # denoising steps per block (inference budget); None = block_size
     causal_context: bool = True  # diffusion: prefill and commit passes causal (False: bidirectional)
-    draft_threshold: float | None = 0.0  # linear spec drafting; 0 = fill the whole draft in one forward
     use_adapter: bool = True  # draft (linear spec) / denoise (diffusion, config.denoise_adapter) with the adapter
-    acceptance: str = "speculative"  # T > 0: "speculative" (lossless) or "exact-match" (reference)
 
     def __post_init__(self) -> None:
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.block_size < 1:
             raise ValueError(f"block_size must be >= 1, got {self.block_size}")
         if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
@@ -64,8 +58,41 @@ class GenerationConfig:
             raise ValueError(f"max_steps must be >= 1 or None, got {self.max_steps}")
         if self.draft_threshold is not None and not 0.0 <= self.draft_threshold <= 1.0:
             raise ValueError(f"draft_threshold must be in [0, 1] or None, got {self.draft_threshold}")
+
+
+_SETTINGS = tuple(f.name for f in fields(ModeSettings))
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """One request's parameters: its own (budget, sampling, seeds, EOS, stop, forced tokens,
+    acceptance rule) and, flattened in for convenience, the batch-shaping :class:`ModeSettings`
+    (:attr:`settings`)."""
+
+    max_new_tokens: int = 128
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    eos_token_ids: tuple[int, ...] = ()
+    stop: StopCondition | None = None
+    seeds: tuple[int | None, ...] | None = None  # per-row seeds; default: sampling.seed + row
+    force: ForceRule | None = None
+    acceptance: str = "speculative"  # T > 0: "speculative" (lossless) or "exact-match" (reference)
+    block_size: int = ModeSettings.block_size
+    threshold: float | None = ModeSettings.threshold
+    draft_threshold: float | None = ModeSettings.draft_threshold
+    max_steps: int | None = ModeSettings.max_steps
+    causal_context: bool = ModeSettings.causal_context
+    use_adapter: bool = ModeSettings.use_adapter
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.acceptance not in ACCEPTANCE_RULES:
             raise ValueError(f"acceptance must be one of {ACCEPTANCE_RULES}, got {self.acceptance!r}")
+        self.settings  # noqa: B018 -- validates the batch-shaping fields
+
+    @property
+    def settings(self) -> ModeSettings:
+        return ModeSettings(**{name: getattr(self, name) for name in _SETTINGS})
 
 
 @dataclass
@@ -144,7 +171,9 @@ class Row:
         self.accepted_lengths: list[int] = []  # self-speculation, per cycle
         self.block_steps: list[int] = []  # diffusion, denoising steps per block
         self.block_commits: list[list[int]] = []  # diffusion, per block and step: slots committed
-        self.state: Any = None  # what a mode carries from one step to the next (e.g. a draft)
+        # Quadratic self-speculation carries a row's next draft from one step to the next:
+        # (last emitted token + B-1 drafted tokens, their distributions or None at T = 0).
+        self.draft: tuple[list[int], torch.Tensor | None] | None = None
 
     @property
     def active(self) -> bool:
@@ -193,12 +222,12 @@ class Batch:
     attention pattern, adapter use); everything else (sampling, seed, budget, EOS, stop) is per row.
     """
 
-    def __init__(self, mode: str, settings: GenerationConfig) -> None:
+    def __init__(self, mode: str, settings: ModeSettings) -> None:
         self.settings = settings
         self.rows: list[Row] = []
         self.cache: KVCache | None = None
         self.stats = DecodeStats(mode=mode)  # batch forwards: one forward over the batch counts once
-        self.load: int | None = None  # how many rows the caller is decoding in all (for mode policies)
+        self.demand: int | None = None  # rows the caller is decoding or holding in all (for mode policies)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -243,7 +272,8 @@ class Decoder(ABC):
     def suppress(self, logits: torch.Tensor) -> torch.Tensor:
         """Causal logits with a tri-mode model's mask id made impossible. The mask token is an input
         marker, never an output; every mode applies this to its AR decisions, so the modes stay
-        token-for-token equivalent (the reference lets it through, see fixtures README surprise 1)."""
+        token-for-token equivalent. (The publisher's reference lets it through every argmax; its
+        golden outputs never hit that case, and SGLang's port excludes it as we do.)"""
         return forbid(logits, self.model.config.mask_token_id)
 
     def generate(
@@ -261,7 +291,7 @@ class Decoder(ABC):
         generators = None if config.sampling.greedy else make_generators(config.sampling, len(prompts), config.seeds)
         rows = [Row(p, config, b, None if generators is None else generators[b]) for b, p in enumerate(prompts)]
         start = time.perf_counter()
-        batch = self.open(config)
+        batch = self.open(config.settings)
         sent = [0] * len(rows)
         outside = 0.0  # time spent in on_tokens, kept out of the decoder's timings
 
@@ -303,24 +333,35 @@ class Decoder(ABC):
             raise ValueError(f"{name} has token ids outside the vocabulary [0, {vocab}): {bad[:5]}")
 
     # ----------------------------------------------------------------- the step API
-    def open(self, settings: GenerationConfig) -> Batch:
-        """An empty batch for rows sharing ``settings``' forward-shaping fields (checked here)."""
+    def open(self, settings: ModeSettings) -> Batch:
+        """An empty batch for rows sharing ``settings``."""
+        self.check_settings(settings)
         return Batch(self.mode, settings)
+
+    def check_settings(self, settings: ModeSettings) -> None:
+        """ValueError when this model cannot run the mode with ``settings`` (no mask token, a block
+        under the mode's minimum)."""
+        spec = SPECS[self.mode]
+        if spec.needs_mask:
+            self.require_mask_id()
+        spec.block(settings.block_size)
 
     def join(self, batch: Batch, rows: Sequence[Row]) -> None:
         """Prefill the new rows, make their first decision, and add them to the batch. The default
         (AR-style): a causal prefill whose last logit gives each row its first token."""
         rows = list(rows)
-        logits = self.prefill(batch, rows, self.cache_extra(batch.settings))
+        logits = self.prefill(batch, rows, self.cache_extra(batch.settings, rows))
         self.choose(logits, rows)
 
     @abstractmethod
     def step(self, batch: Batch) -> None:
         """One cycle of the mode over every row of the batch (all active)."""
 
-    def cache_extra(self, settings: GenerationConfig) -> int:
-        """Cache slots a row needs beyond its prompt (more are grown on demand)."""
-        return settings.max_new_tokens + 1
+    def cache_extra(self, settings: ModeSettings, rows: Sequence[Row]) -> int:
+        """Cache slots the joining ``rows`` need beyond their prompts: their budget, what one step
+        writes beyond the kept tokens, and the pending last token (more are grown on demand)."""
+        budget = max(row.config.max_new_tokens for row in rows)
+        return budget + SPECS[self.mode].scratch(settings.block_size) + 1
 
     # ----------------------------------------------------------------- shared pieces
     def count(self, batch: Batch, kind: str, rows: Sequence[Row]) -> None:
@@ -350,15 +391,10 @@ class Decoder(ABC):
         if mask_id is None:
             raise ValueError(
                 f"mode {self.mode!r} needs a mask token, but the checkpoint's config.json has no mask_token_id "
-                "(a plain AR model: choose one with --mask-token / trimode.model.convert.set_mask_token, "
+                "(a plain AR model: choose one with --mask-token / trimode.model.load(..., mask_token=...), "
                 "e.g. an unused special token, or use --mode ar)"
             )
         return mask_id
-
-    def require_block(self, config: GenerationConfig) -> int:
-        if config.block_size < 2:
-            raise ValueError(f"{self.mode} needs block_size >= 2 (a seed and a draft), got {config.block_size}")
-        return config.block_size
 
     def prefill(
         self, batch: Batch, rows: list[Row], extra: int, pattern: str = "causal"

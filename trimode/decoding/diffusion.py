@@ -20,33 +20,26 @@ from __future__ import annotations
 
 import torch
 
-from .base import Batch, Decoder, GenerationConfig, Row
+from .base import Batch, Decoder, ModeSettings, Row
 from .denoise import denoise_block
 
 
 class DiffusionDecoder(Decoder):
     mode = "diffusion"
 
-    def open(self, settings: GenerationConfig) -> Batch:
-        self.require_mask_id()
-        return super().open(settings)
-
-    def cache_extra(self, settings: GenerationConfig) -> int:
-        return settings.max_new_tokens + settings.block_size + 1
-
-    def denoise_adapter(self, settings: GenerationConfig) -> str | None:
+    def denoise_adapter(self, settings: ModeSettings) -> str | None:
         """The drafting adapter for denoising forwards, on models converted with a frozen base
         (config ``denoise_adapter``); commit and prefill passes never use it, so the cache holds
         the base model's K/V, as in adapter training."""
         return self.drafting_adapter(settings) if self.model.config.denoise_adapter else None
 
     @staticmethod
-    def _context(settings: GenerationConfig) -> str:
+    def _context(settings: ModeSettings) -> str:
         return "causal" if settings.causal_context else "bidirectional"
 
     def join(self, batch: Batch, rows: list[Row]) -> None:
         settings = batch.settings
-        logits = self.prefill(batch, list(rows), self.cache_extra(settings), pattern=self._context(settings))
+        logits = self.prefill(batch, list(rows), self.cache_extra(settings, rows), pattern=self._context(settings))
         # Seeded blocks (causal context): slot 0 is the last emitted token, an AR decision. Without
         # causal context (LLaDA-style, the reference's causal_context=False) every slot is denoised.
         if settings.causal_context:

@@ -19,20 +19,13 @@ from __future__ import annotations
 
 import torch
 
-from .base import Batch, Decoder, GenerationConfig
+from .base import Batch, Decoder
 from .denoise import denoise_block
 from .speculative import accept
 
 
 class LinearSpecDecoder(Decoder):
     mode = "linear-spec"
-
-    def open(self, settings: GenerationConfig) -> Batch:
-        self.require_mask_id(), self.require_block(settings)
-        return super().open(settings)
-
-    def cache_extra(self, settings: GenerationConfig) -> int:
-        return settings.max_new_tokens + settings.block_size + 1
 
     def step(self, batch: Batch) -> None:
         settings, rows, cache = batch.settings, batch.rows, batch.cache

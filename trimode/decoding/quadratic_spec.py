@@ -25,7 +25,7 @@ import torch
 
 from .. import masks
 from ..cache import KVCache
-from .base import Batch, Decoder, GenerationConfig, Row
+from .base import Batch, Decoder, ModeSettings, Row
 from .denoise import row_candidates
 from .speculative import accept
 
@@ -33,19 +33,12 @@ from .speculative import accept
 class QuadraticSpecDecoder(Decoder):
     mode = "quadratic-spec"
 
-    def open(self, settings: GenerationConfig) -> Batch:
-        self.require_mask_id(), self.require_block(settings)
-        return super().open(settings)
-
-    def cache_extra(self, settings: GenerationConfig) -> int:
-        return settings.max_new_tokens + settings.block_size * (settings.block_size + 1) + 1
-
     def step(self, batch: Batch) -> None:
         rows, cache = batch.rows, batch.cache
         mask_id, width, n = self.require_mask_id(), batch.settings.block_size, len(batch.rows)
         row_len = width + 1
         grid = torch.full((n, width, row_len), mask_id, dtype=torch.long, device=self.device)
-        grid[:, :, 0] = torch.tensor([row.state[0] for row in rows], device=self.device)
+        grid[:, :, 0] = torch.tensor([row.draft[0] for row in rows], device=self.device)
         positions = cache.lens[:, None] + masks.quadratic_grid_positions(0, width).to(self.device)
         grid_mask = masks.quadratic_grid(width, self.device)
         adapter = self.mask_adapter(batch.settings)
@@ -62,7 +55,7 @@ class QuadraticSpecDecoder(Decoder):
         kept_heads: list[list[int]] = []
         next_from = []
         for b, row in enumerate(rows):
-            draft, q = row.state
+            draft, q = row.draft
             c, bonus = accept(head_logits[b], draft, q, row.config.sampling, row.generator, row.config.acceptance)
             row.accepted_lengths.append(c + 1)
             emitted = row.offer(draft[1 : c + 1] + [bonus])
@@ -83,7 +76,7 @@ class QuadraticSpecDecoder(Decoder):
         mask_id, width = self.require_mask_id(), batch.settings.block_size
         lens = [len(r.prompt) for r in rows]
         total = max(lens) + width
-        cache = KVCache.for_model(self.model, len(rows), max(lens) + self.cache_extra(batch.settings))
+        cache = KVCache.for_model(self.model, len(rows), max(lens) + self.cache_extra(batch.settings, rows))
         ids = torch.full((len(rows), total), mask_id, dtype=torch.long)
         intra = masks.causal(total).repeat(len(rows), 1, 1)
         gate = torch.zeros(len(rows), total, dtype=torch.bool)
@@ -104,17 +97,17 @@ class QuadraticSpecDecoder(Decoder):
         batch.stats.prefill_s += time.perf_counter() - start
         self._set_drafts(rows, [b for b, row in enumerate(rows) if row.active], logits[:, 1:], mask_id)
 
-    def mask_adapter(self, settings: GenerationConfig) -> str | None:
+    def mask_adapter(self, settings: ModeSettings) -> str | None:
         """The drafting adapter, for the grid's mask slots, when it is scoped to masks: an adapter
         trained on whole draft blocks (the published one) has never seen adapter-off heads."""
         return self.drafting_adapter(settings) if self.model.config.adapter_scope == "masks" else None
 
     def _set_drafts(self, rows: list[Row], which: list[int], logits: torch.Tensor, mask_id: int) -> None:
-        """row.state = (draft [last emitted token, B-1 drafted tokens], their distributions q or None)."""
+        """row.draft = (draft [last emitted token, B-1 drafted tokens], their distributions q or None)."""
         tokens, _, probs = row_candidates(logits, rows, which, exclude=mask_id)
         drafted = tokens.tolist()
         for b in which:
             q = None
             if probs is not None and not rows[b].config.sampling.greedy:
                 q = torch.cat([torch.zeros_like(probs[b, :1]), probs[b]], 0)
-            rows[b].state = ([rows[b].last()] + drafted[b], q)
+            rows[b].draft = ([rows[b].last()] + drafted[b], q)

@@ -2,6 +2,6 @@
 
 from .auto import AutoDecoder
 from .request import Event, Request
-from .scheduler import ENGINE_MODES, Engine, EngineFull
+from .engine import Engine, EngineFull
 
-__all__ = ["ENGINE_MODES", "AutoDecoder", "Engine", "EngineFull", "Event", "Request"]
+__all__ = ["AutoDecoder", "Engine", "EngineFull", "Event", "Request"]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 
 from ..decoding.ar import ARDecoder
-from ..decoding.base import Batch, Decoder, GenerationConfig
+from ..decoding.base import Batch, Decoder
 from ..decoding.linear_spec import LinearSpecDecoder
 from ..model.transformer import Transformer
 
@@ -39,12 +39,9 @@ class AutoDecoder(Decoder):
         self.rate: dict[str, float] = {}  # mode -> averaged emitted tokens/s at low load
         self.low_steps = 0
 
-    def cache_extra(self, settings: GenerationConfig) -> int:
-        return self.spec.cache_extra(settings)
-
     def choice(self, batch: Batch) -> Decoder:
         """The mode for the next step of this batch."""
-        load = batch.load if batch.load is not None else len(batch.rows)
+        load = batch.demand if batch.demand is not None else len(batch.rows)
         can_speculate = self.model.config.mask_token_id is not None and batch.settings.block_size >= 2
         if not can_speculate or load > self.spec_max_rows:
             return self.ar
@@ -58,7 +55,7 @@ class AutoDecoder(Decoder):
 
     def step(self, batch: Batch) -> None:
         decoder = self.choice(batch)
-        low = decoder is self.spec or (batch.load or len(batch.rows)) <= self.spec_max_rows
+        low = decoder is self.spec or (batch.demand or len(batch.rows)) <= self.spec_max_rows
         before = sum(len(r.tokens) for r in batch.rows)
         start = time.perf_counter()
         decoder.step(batch)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..decoding.base import GenerationConfig, Row
+from ..decoding.spec import spec_for
 
 _ids = itertools.count()
 
@@ -47,8 +48,7 @@ class Request:
         """Cache tokens this request may occupy: prompt, budget, and the slots a step writes
         beyond the kept tokens (one block of drafts/masks; the whole B x (B+1) grid for
         quadratic self-speculation)."""
-        b = self.config.block_size
-        scratch = b * (b + 1) if self.mode == "quadratic-spec" else b
+        scratch = spec_for(self.mode, engine=True).scratch(self.config.block_size)
         return len(self.prompt) + self.config.max_new_tokens + scratch + 1
 
     def usage(self) -> dict[str, Any]:

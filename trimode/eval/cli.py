@@ -6,51 +6,48 @@ import argparse
 import re
 from pathlib import Path
 
+from ..cli_common import UsageError, add_model_args, load_from_args
+from ..decoding import MODES, SPECS
+from ..decoding.stop import StopStrings
+from ..model.defaults import FALLBACK_MASK_TOKEN
+from . import gsm8k, humaneval
+from .generation import sweep
+from .runner import evaluate, summary_line
+
 TASKS = ("humaneval", "gsm8k")
 DEFAULT_MAX_NEW = {"humaneval": 256, "gsm8k": 256}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..cli import _add_model_args
-    from ..decoding import MODES
-
     parser.add_argument("task", choices=TASKS)
-    _add_model_args(parser)
+    add_model_args(parser)
     parser.add_argument("--mode", nargs="+", choices=MODES, default=list(MODES),
                         help="modes to evaluate, in order (default: all; AR first gives the equals_ar figures)")
     parser.add_argument("--limit", type=int, help="only the first N problems")
     parser.add_argument("--batch-size", type=int, default=8, help="prompts per generate call")
     parser.add_argument("--max-new-tokens", type=int, help="default 256")
     parser.add_argument("--block-size", type=int, nargs="+", default=[],
-                        help="diffusion block sizes to sweep (default 32)")
+                        help="diffusion block sizes to sweep (default: the mode's block for the device)")
     parser.add_argument("--threshold", type=float, nargs="+", default=[],
                         help="diffusion confidence thresholds to sweep (default 0.9)")
-    parser.add_argument("--linear-block", type=int, nargs="+", default=[], help="linear-spec blocks (default 16)")
-    parser.add_argument("--quadratic-block", type=int, nargs="+", default=[], help="quadratic-spec blocks (default 8)")
-    parser.add_argument("--mask-token", help="mask token (id or text) for a checkpoint without one "
-                                             "(default: <empty_output> when the tokenizer has it)")
+    parser.add_argument("--linear-block", type=int, nargs="+", default=[], help="linear-spec blocks (default: per device)")
+    parser.add_argument("--quadratic-block", type=int, nargs="+", default=[], help="quadratic-spec blocks (default: per device)")
     parser.add_argument("--timeout", type=float, default=5.0, help="humaneval: seconds per test program")
     parser.add_argument("--out", type=Path, help="results file (default: bench/results/<task>.<model>.<device>.json)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..cli import UsageError, _load
-    from ..decoding.stop import StopStrings
-    from . import gsm8k, humaneval
-    from .generation import ensure_mask_token, sweep
-    from .runner import evaluate, summary_line
-
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
     max_new = args.max_new_tokens or DEFAULT_MAX_NEW[args.task]
     if max_new < 1:
         raise UsageError(f"--max-new-tokens must be >= 1, got {max_new}")
-    loaded = _load(args)
+    loaded = load_from_args(args, default_mask_token=FALLBACK_MASK_TOKEN)
     if loaded.tokenizer is None:
         raise UsageError(f"{loaded.source} has no tokenizer; evaluations need text prompts")
-    if any(m != "ar" for m in args.mode) and ensure_mask_token(loaded, args.mask_token) is None:
+    if any(SPECS[m].needs_mask for m in args.mode) and loaded.config.mask_token_id is None:
         raise UsageError(f"{loaded.source} has no mask token; pass --mask-token for the non-AR modes")
-    settings = sweep(args.mode, args.block_size, args.threshold, args.linear_block, args.quadratic_block)
+    settings = sweep(args.mode, args.block_size, args.threshold, args.linear_block, args.quadratic_block, args.device)
     out = args.out or default_out(args.task, loaded.source, args.device)
     if args.task == "humaneval":
         items = humaneval.problems(args.limit)

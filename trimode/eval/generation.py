@@ -17,16 +17,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from ..decoding import MODES, GenerationConfig
+from ..decoding import GenerationConfig, spec_for, thresholds
 from ..decoding.base import DecodeStats, StopCondition
-
-# Per-mode defaults. Self-speculation at T=0 is lossless whatever the block, so the block only moves
-# speed; an untrained model accepts about one draft token per cycle, where small blocks waste less.
-DEFAULT_BLOCK = {"diffusion": 32, "linear-spec": 16, "quadratic-spec": 8}
-DEFAULT_THRESHOLD = {"diffusion": 0.9, "linear-spec": 0.0}
-# A checkpoint without a mask token gets this one for the non-AR modes when it has it (SmolLM2's
-# unused "<empty_output>" special token), unless --mask-token names another.
-FALLBACK_MASK_TOKEN = "<empty_output>"
 
 
 @dataclass(frozen=True)
@@ -36,17 +28,20 @@ class Setting:
     threshold: float | None = None  # diffusion commit threshold, linear-spec draft threshold
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"unknown mode {self.mode!r}; expected one of {', '.join(MODES)}")
+        spec_for(self.mode)  # a clear error for an unknown mode
 
     @classmethod
-    def default(cls, mode: str, block_size: int | None = None, threshold: float | None = None) -> Setting:
+    def default(cls, mode: str, block_size: int | None = None, threshold: float | None = None,
+                device: str = "cpu") -> Setting:
+        """The mode at ``block_size`` (default: its block for ``device``) and, for a mode that reads a
+        threshold, ``threshold`` (default: that knob's default)."""
+        spec = spec_for(mode)
         if mode == "ar":
             return cls("ar")
-        block = block_size or DEFAULT_BLOCK[mode]
-        if mode == "quadratic-spec":
+        block = spec.block(block_size, device)
+        if spec.threshold_knob is None:
             return cls(mode, block)
-        return cls(mode, block, DEFAULT_THRESHOLD[mode] if threshold is None else threshold)
+        return cls(mode, block, thresholds()[spec.threshold_knob] if threshold is None else threshold)
 
     @property
     def label(self) -> str:
@@ -61,10 +56,9 @@ class Setting:
         knobs: dict[str, Any] = {}
         if self.block_size is not None:
             knobs["block_size"] = self.block_size
-        if self.mode == "diffusion":
-            knobs["threshold"] = self.threshold
-        if self.mode == "linear-spec":
-            knobs["draft_threshold"] = self.threshold
+        knob = spec_for(self.mode).threshold_knob
+        if knob is not None:
+            knobs[knob] = self.threshold
         return GenerationConfig(max_new_tokens=max_new_tokens, eos_token_ids=tuple(eos_token_ids), stop=stop, **knobs)
 
     def to_dict(self) -> dict[str, Any]:
@@ -72,37 +66,21 @@ class Setting:
 
 
 def sweep(modes: Sequence[str], block_sizes: Sequence[int] = (), thresholds: Sequence[float] = (),
-          linear_blocks: Sequence[int] = (), quadratic_blocks: Sequence[int] = ()) -> list[Setting]:
+          linear_blocks: Sequence[int] = (), quadratic_blocks: Sequence[int] = (), device: str = "cpu") -> list[Setting]:
     """Settings for each mode: ``block_sizes`` x ``thresholds`` for diffusion, ``linear_blocks`` for
     linear-spec (draft threshold 0: one draft forward), ``quadratic_blocks`` for quadratic-spec; an
-    empty list means the mode's default."""
+    empty list means the mode's default (its block for ``device``)."""
     out: list[Setting] = []
     for mode in modes:
         if mode == "ar":
             out.append(Setting("ar"))
         elif mode == "diffusion":
-            out += [Setting.default(mode, b, t) for b in (block_sizes or [None]) for t in (thresholds or [None])]
+            out += [Setting.default(mode, b, t, device) for b in (block_sizes or [None]) for t in (thresholds or [None])]
         elif mode == "linear-spec":
-            out += [Setting.default(mode, b) for b in (linear_blocks or [None])]
+            out += [Setting.default(mode, b, device=device) for b in (linear_blocks or [None])]
         else:
-            out += [Setting.default(mode, b) for b in (quadratic_blocks or [None])]
+            out += [Setting.default(mode, b, device=device) for b in (quadratic_blocks or [None])]
     return out
-
-
-def ensure_mask_token(loaded, token: str | None) -> int | None:
-    """Give a checkpoint without a mask token one (``token``, else :data:`FALLBACK_MASK_TOKEN` when
-    the tokenizer has it); returns the id now in use, or None when none could be chosen."""
-    from ..model.convert import resolve_token, set_mask_token
-
-    if loaded.config.mask_token_id is not None and token is None:
-        return loaded.config.mask_token_id
-    if token is None:
-        tok = loaded.tokenizer
-        if tok is None or tok.backend.token_to_id(FALLBACK_MASK_TOKEN) is None:
-            return None
-        token = FALLBACK_MASK_TOKEN
-    set_mask_token(loaded.model, resolve_token(loaded.tokenizer, token))
-    return loaded.config.mask_token_id
 
 
 @dataclass

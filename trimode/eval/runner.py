@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..bench import machine_info
+from ..runinfo import machine_info
 from ..decoding import decoder_for
 from ..decoding.base import StopCondition
 from .generation import Output, Setting, generate_all

@@ -1,6 +1,8 @@
 """Model: configuration-driven transformer, rotary embeddings, weight mapping and loading."""
 
-from .loading import DRAFT_ADAPTER, CheckpointError, LoadedModel, build_model, load, new_model, save_pretrained
+from .adapters import DRAFT_ADAPTER
+from .errors import CheckpointError
+from .loading import LoadedModel, build_model, load, new_model, save_pretrained
 from .transformer import Transformer
 
 __all__ = [

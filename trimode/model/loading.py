@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -21,20 +22,18 @@ from safetensors.torch import load_file, save_file
 
 from ..config import ModelConfig
 from ..tokenizer import Tokenizer
-from .delta import apply_delta, is_delta, read_meta, resolve_base
+from .adapters import DRAFT_ADAPTER, adapter_folder, has_adapter, load_peft_adapter, save_peft_adapter
+from .convert import mask_changes, resolve_token
+from .delta import apply_delta, delta_changes, is_delta, read_meta, resolve_base
+from .errors import CheckpointError
+from .gguf import load_gguf
 from .transformer import Transformer
-from .weights import hf_to_internal, internal_to_hf, peft_lora_targets, projection_rows
+from .weights import hf_to_internal, internal_to_hf
 
-DRAFT_ADAPTER = "linear_spec"
-ADAPTER_DIR = "linear_spec_lora"
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 # Automatic weight packing doubles the memory of the projections, so it is only done by default for
 # models up to this size (float32 bytes); pass pack=True to force it.
 AUTO_PACK_MAX_BYTES = 4 * 2**30
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be loaded; the message names the file and what was expected."""
 
 
 @dataclass
@@ -51,6 +50,39 @@ class LoadedModel:
         return self.model.config
 
 
+@dataclass(frozen=True)
+class ConfigChange:
+    """A change to a checkpoint's config made before its model is built: a mask token (an id, or a
+    token text looked up in the checkpoint's tokenizer; it brings a block size of 32 when the config
+    has none) and then plain field values."""
+
+    mask_token: int | str | None = None
+    fields: Mapping[str, Any] = field(default_factory=dict)
+    default_mask_token: str | None = None  # used when there is still no mask token and the tokenizer has it
+
+    def apply(self, cfg: ModelConfig, tokenizer: Tokenizer | None) -> ModelConfig:
+        token = self.mask_token
+        if token is None and cfg.mask_token_id is None and self.default_mask_token is not None:
+            known = tokenizer is not None and tokenizer.backend.token_to_id(self.default_mask_token) is not None
+            token = self.default_mask_token if known else None
+        if token is not None:
+            cfg = cfg.replace(**mask_changes(cfg, resolve_token(tokenizer, str(token))))
+        return cfg.replace(**self.fields) if self.fields else cfg
+
+
+@dataclass(frozen=True)
+class _Options:
+    dtype: torch.dtype
+    device: str | torch.device
+    adapter: bool
+    changes: tuple[ConfigChange, ...] = ()
+
+    def configured(self, cfg: ModelConfig, tokenizer: Tokenizer | None) -> ModelConfig:
+        for change in self.changes:
+            cfg = change.apply(cfg, tokenizer)
+        return cfg
+
+
 def load(
     path: str | Path,
     *,
@@ -58,14 +90,22 @@ def load(
     device: str | torch.device = "cpu",
     adapter: bool = True,
     pack: bool | None = None,
+    mask_token: int | str | None = None,
+    config: Mapping[str, Any] | None = None,
+    default_mask_token: str | None = None,
 ) -> LoadedModel:
     """Load a checkpoint folder or a ``.gguf`` file.
 
-    ``pack``: prepack weights for CPU float32 inference (:meth:`Transformer.pack_weights`, faster
-    batch-1 decoding for one extra copy of the weights); None = automatically on CPU in float32
-    for models up to :data:`AUTO_PACK_MAX_BYTES`.
+    ``mask_token``: for a checkpoint without one (a plain AR model), the token that diffusion and
+    self-speculation read as a mask, as an id or a token text. ``config``: further config fields to
+    set (e.g. ``block_size``). Both are applied before the model is built, so the model's config is
+    never replaced afterwards. ``default_mask_token``: the mask token of a checkpoint that has none
+    when ``mask_token`` is not given and the tokenizer has that token. ``pack``: prepack weights for CPU float32 inference
+    (:meth:`Transformer.pack_weights`, faster batch-1 decoding for one extra copy of the weights);
+    None = automatically on CPU in float32 for models up to :data:`AUTO_PACK_MAX_BYTES`.
     """
-    loaded = _load_any(Path(path), dtype, device, adapter)
+    change = ConfigChange(mask_token, dict(config or {}), default_mask_token)
+    loaded = _load_any(Path(path), _Options(dtype, device, adapter, (change,)))
     model = loaded.model
     if pack is None:
         weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
@@ -75,35 +115,38 @@ def load(
     return loaded
 
 
-def _load_any(path: Path, dtype: torch.dtype, device: str | torch.device, adapter: bool) -> LoadedModel:
+def _load_any(path: Path, opts: _Options) -> LoadedModel:
     if not path.exists():
         raise FileNotFoundError(f"model path {path} does not exist (expected a checkpoint folder or a .gguf file)")
     if path.is_file():
         if path.suffix == ".gguf":
-            return _load_gguf(path, dtype, device)
+            return _load_gguf(path, opts)
         if path.suffix in _PICKLE_SUFFIXES:
             raise CheckpointError(f"{path} is a pickle checkpoint; trimode only loads safetensors (unpickling can run code)")
         raise CheckpointError(f"{path}: expected a checkpoint folder or a .gguf file")
     if is_delta(path):
-        return _load_delta(path, dtype, device, adapter)
-    return _load_folder(path, dtype, device, adapter)
+        return _load_delta(path, opts)
+    return _load_folder(path, opts)
 
 
-def _load_delta(folder: Path, dtype: torch.dtype, device: str | torch.device, adapter: bool) -> LoadedModel:
+def _load_delta(folder: Path, opts: _Options) -> LoadedModel:
     meta = read_meta(folder)
     base = resolve_base(folder, meta)
     if is_delta(base):
         raise CheckpointError(f"delta {folder} names another delta ({base}) as its base; chains are not supported")
     # A delta's own adapter replaces the base's (adapter training continues the base's adapter).
-    own_adapter = (folder / ADAPTER_DIR / "adapter_config.json").is_file()
-    loaded = _load_any(base, dtype, device, adapter and not own_adapter)
-    apply_delta(loaded, folder, meta, adapter)
+    own_adapter = opts.adapter and has_adapter(folder)
+    mask_id, fields = delta_changes(meta, own_adapter)
+    inner = _Options(opts.dtype, opts.device, opts.adapter and not own_adapter,
+                     (ConfigChange(mask_id, fields), *opts.changes))
+    loaded = _load_any(base, inner)
+    apply_delta(loaded.model, folder, own_adapter)
     loaded.source, loaded.format = folder, "delta"
     loaded.extras["base"] = base
     return loaded
 
 
-def _load_folder(folder: Path, dtype: torch.dtype, device: str | torch.device, adapter: bool) -> LoadedModel:
+def _load_folder(folder: Path, opts: _Options) -> LoadedModel:
     cfg_path = folder / "config.json"
     if not cfg_path.is_file():
         raise FileNotFoundError(f"no config.json in {folder}")
@@ -112,24 +155,22 @@ def _load_folder(folder: Path, dtype: torch.dtype, device: str | torch.device, a
     gen_eos = _generation_eos(folder)
     if gen_eos:
         cfg = cfg.replace(eos_token_ids=tuple(dict.fromkeys(cfg.eos_token_ids + gen_eos)))
-    state = read_safetensors_folder(folder)
-    model = build_model(cfg, state, dtype=dtype, device=device, source=folder)
-    fmt = "nld" if cfg.model_type == "nemotron_labs_diffusion" else "hf"
-    if adapter and (folder / ADAPTER_DIR / "adapter_config.json").is_file():
-        load_peft_adapter(model, folder / ADAPTER_DIR, DRAFT_ADAPTER)
     tokenizer = None
     if (folder / "tokenizer.json").is_file():
         tokenizer = Tokenizer.from_folder(folder, eos_token_ids=cfg.eos_token_ids)
+    cfg = opts.configured(cfg, tokenizer)
+    state = read_safetensors_folder(folder)
+    model = build_model(cfg, state, dtype=opts.dtype, device=opts.device, source=folder)
+    fmt = "nld" if cfg.model_type == "nemotron_labs_diffusion" else "hf"
+    if opts.adapter and has_adapter(folder):
+        load_peft_adapter(model, adapter_folder(folder), DRAFT_ADAPTER)
     eos = tokenizer.eos_token_ids if tokenizer else cfg.eos_token_ids
     return LoadedModel(model, tokenizer, folder, fmt, tuple(dict.fromkeys(cfg.eos_token_ids + tuple(eos))))
 
 
-def _load_gguf(path: Path, dtype: torch.dtype, device: str | torch.device) -> LoadedModel:
-    from .gguf import load_gguf
-
-    ckpt = load_gguf(path, dtype=dtype)
+def _load_gguf(path: Path, opts: _Options) -> LoadedModel:
+    ckpt = load_gguf(path, dtype=opts.dtype)
     cfg = ModelConfig.from_hf(ckpt.hf_config)
-    model = build_model(cfg, ckpt.state_dict, dtype=dtype, device=device, source=path)
     specials = ckpt.special_tokens or {}
     eos_ids = tuple(x for x in (ckpt.eos_token_id,) if x is not None)
     tokenizer = Tokenizer(
@@ -140,6 +181,8 @@ def _load_gguf(path: Path, dtype: torch.dtype, device: str | torch.device) -> Lo
         chat_template=ckpt.chat_template,
         add_bos_token=ckpt.add_bos_token,
     )
+    cfg = opts.configured(cfg, tokenizer)
+    model = build_model(cfg, ckpt.state_dict, dtype=opts.dtype, device=opts.device, source=path)
     eos = tuple(dict.fromkeys(cfg.eos_token_ids + tokenizer.eos_token_ids))
     return LoadedModel(model, tokenizer, path, "gguf", eos)
 
@@ -248,40 +291,6 @@ def new_model(cfg: ModelConfig, *, seed: int = 0, dtype: torch.dtype = torch.flo
     return model.to(device=device, dtype=dtype).eval()
 
 
-def load_peft_adapter(model: Transformer, folder: Path, name: str = DRAFT_ADAPTER) -> None:
-    """Attach a PEFT LoRA adapter (``adapter_config.json`` + ``adapter_model.safetensors``)."""
-    cfg_path, weights = folder / "adapter_config.json", folder / "adapter_model.safetensors"
-    if not weights.is_file():
-        if (folder / "adapter_model.bin").is_file():
-            raise CheckpointError(f"{folder}/adapter_model.bin is a pickle; only adapter_model.safetensors is loaded")
-        raise FileNotFoundError(f"no adapter_model.safetensors in {folder}")
-    acfg = json.loads(cfg_path.read_text())
-    if acfg.get("peft_type", "LORA") != "LORA":
-        raise CheckpointError(f"{cfg_path}: peft_type {acfg.get('peft_type')!r} is not supported (LORA only)")
-    if acfg.get("use_dora"):
-        raise CheckpointError(f"{cfg_path}: DoRA adapters are not supported")
-    rank, alpha = int(acfg["r"]), float(acfg["lora_alpha"])
-    scale = alpha / rank**0.5 if acfg.get("use_rslora") else alpha / rank
-    groups = peft_lora_targets(load_file(str(weights)), model.config)
-    rows = projection_rows(model.config)
-    param = next(model.parameters())
-    for (layer, proj), parts in sorted(groups.items()):
-        if layer >= model.config.num_hidden_layers:
-            raise CheckpointError(f"{weights}: adapter targets layer {layer}, model has {model.config.num_hidden_layers}")
-        fused, out_rows = rows[proj]
-        module = model.model.layers[layer].get_submodule(fused)
-        a, b = parts["A"], parts["B"]
-        if a.shape[1] != module.in_features or b.shape[0] != out_rows[1] - out_rows[0] or a.shape[0] != b.shape[1]:
-            raise CheckpointError(
-                f"{weights}: LoRA for layer {layer} {proj} has A{tuple(a.shape)} B{tuple(b.shape)}, "
-                f"expected A[r, {module.in_features}] B[{out_rows[1] - out_rows[0]}, r]"
-            )
-        lora = module.add_lora(name, a.shape[0], scale, out_rows)
-        with torch.no_grad():
-            lora.A.copy_(a.to(param.dtype))
-            lora.B.copy_(b.to(param.dtype))
-
-
 def save_pretrained(
     model: Transformer, folder: str | Path, tokenizer_folder: str | Path | None = None, tokenizer: Tokenizer | None = None
 ) -> Path:
@@ -294,7 +303,7 @@ def save_pretrained(
     state = internal_to_hf({k: v.detach().cpu() for k, v in model.state_dict().items()}, cfg)
     save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
     for name in model.adapter_names:
-        _save_peft_adapter(model, folder / (ADAPTER_DIR if name == DRAFT_ADAPTER else f"{name}_lora"), name)
+        save_peft_adapter(model, adapter_folder(folder, name), name)
     if tokenizer is not None:
         tokenizer.save(folder)
     elif tokenizer_folder is not None:
@@ -303,34 +312,3 @@ def save_pretrained(
             if src.is_file():
                 (folder / fname).write_bytes(src.read_bytes())
     return folder
-
-
-def _save_peft_adapter(model: Transformer, folder: Path, name: str) -> None:
-    prefix = "encoder" if model.config.model_type == "nemotron_labs_diffusion" else "model"
-    rows = projection_rows(model.config)
-    tensors: dict[str, torch.Tensor] = {}
-    targets, ranks, scales, layers = set(), set(), set(), set()
-    for layer_idx, layer in enumerate(model.model.layers):
-        for proj, (fused, out_rows) in rows.items():
-            module = layer.get_submodule(fused)
-            for part in module.adapters[name] if name in module.adapters else []:
-                if part.out_rows != out_rows:
-                    continue
-                key = f"base_model.model.{prefix}.layers.{layer_idx}.{proj}"
-                tensors[f"{key}.lora_A.weight"] = part.A.detach().cpu().contiguous()
-                tensors[f"{key}.lora_B.weight"] = part.B.detach().cpu().contiguous()
-                targets.add(proj.split(".")[-1])
-                layers.add(layer_idx)
-                ranks.add(part.A.shape[0])
-                scales.add(part.scale)
-    if len(ranks) != 1 or len(scales) != 1:
-        raise ValueError(f"adapter {name!r} mixes ranks {ranks} / scales {scales}; PEFT layout needs one of each")
-    rank, scale = ranks.pop(), scales.pop()
-    folder.mkdir(parents=True, exist_ok=True)
-    acfg = {"peft_type": "LORA", "r": rank, "lora_alpha": scale * rank, "target_modules": sorted(targets),
-            "lora_dropout": 0.0, "bias": "none", "use_rslora": False, "use_dora": False, "fan_in_fan_out": False,
-            "inference_mode": True}
-    if len(layers) < model.config.num_hidden_layers:  # PEFT's name for an adapter on some layers only
-        acfg["layers_to_transform"] = sorted(layers)
-    (folder / "adapter_config.json").write_text(json.dumps(acfg, indent=2))
-    save_file(tensors, str(folder / "adapter_model.safetensors"), metadata={"format": "pt"})

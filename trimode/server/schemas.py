@@ -11,7 +11,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-MODE_FIELD = Literal["ar", "diffusion", "linear-spec", "quadratic-spec", "auto"]
+from ..decoding.spec import ENGINE_MODES
+
+MODE_FIELD = Literal[ENGINE_MODES]  # the OpenAPI enum of "mode"
 Stop = Annotated[str, Field(min_length=1, max_length=256)]
 
 

@@ -113,16 +113,12 @@ def run_export(args: argparse.Namespace) -> int:
     import torch
 
     from ..model import load
-    from ..model.convert import resolve_token, set_mask_token
     from ..model.defaults import model_path
     from .export import export_nld
 
     path = model_path(args.model)
-    loaded = load(path, dtype=torch.float32, device="cpu", adapter=not args.no_adapter, pack=False)
-    if args.mask_token is not None:
-        set_mask_token(loaded.model, resolve_token(loaded.tokenizer, args.mask_token), block_size=args.block_size)
-    elif args.block_size is not None:
-        loaded.model.config = loaded.model.config.replace(block_size=args.block_size)
+    loaded = load(path, dtype=torch.float32, device="cpu", adapter=not args.no_adapter, pack=False,
+                  mask_token=args.mask_token, config={} if args.block_size is None else {"block_size": args.block_size})
     folder = export_nld(loaded.model, args.output, tokenizer=loaded.tokenizer)
     print(f"wrote {folder} (model_type nemotron_labs_diffusion, adapters: {loaded.model.adapter_names or 'none'})")
     return 0

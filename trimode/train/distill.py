@@ -31,7 +31,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from ..cli import UsageError, _add_model_args, _load
+from ..cli_common import UsageError, add_model_args, load_from_args
+from ..decoding import MODES, GenerationConfig, decoder_for, spec_for
 from .data import DataError, validate_messages
 
 
@@ -51,14 +52,11 @@ class Prompt:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ..decoding import MODES
-
-    _add_model_args(p)
+    add_model_args(p)
     p.add_argument("--prompts", required=True, help=".txt (one prompt per line) or .jsonl ('prompt', 'messages' or 'prompt_ids')")
     p.add_argument("--output", required=True, help="JSONL file to write")
     p.add_argument("--mode", choices=MODES, default="ar", help="decoding mode (at T=0 the spec modes equal AR)")
-    p.add_argument("--mask-token", help="mask token (id or text) for non-AR modes on a plain AR checkpoint")
-    p.add_argument("--block-size", type=int, default=None, help="diffusion/speculation block (default: config's, else 32)")
+    p.add_argument("--block-size", type=int, default=None, help="diffusion/speculation block (default: the mode's block for the device)")
     p.add_argument("--max-new-tokens", type=int, default=512)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     p.add_argument("--top-p", type=float, default=1.0)
@@ -81,11 +79,7 @@ def run(args: argparse.Namespace) -> int:
         prompts = read_prompts(Path(args.prompts), chat=not args.no_chat, system=args.system)
     except DataError as err:
         raise UsageError(str(err)) from None
-    loaded = _load(args)
-    if args.mask_token is not None:
-        from ..model.convert import resolve_token, set_mask_token
-
-        set_mask_token(loaded.model, resolve_token(loaded.tokenizer, args.mask_token))
+    loaded = load_from_args(args)
     out = Path(args.output)
     tmp = out.with_name(out.name + ".tmp")
     reasons: Counter = Counter()
@@ -118,9 +112,6 @@ def answers(
 ) -> Iterator[dict[str, Any]]:
     """The output records, in prompt order, decoding ``batch_size`` prompts at a time; prompt i
     samples with seed ``sampling.seed + i`` (so the batch size does not change the answers)."""
-    from ..decoding import decoder_for
-    from ..decoding.base import GenerationConfig
-
     tok = loaded.tokenizer
     if tok is None and any(p.ids is None for p in prompts):
         raise UsageError(f"{loaded.source} has no tokenizer: give the prompts as JSONL {{\"prompt_ids\": [...]}} records")
@@ -130,14 +121,12 @@ def answers(
         if any(t >= vocab for t in row):
             raise UsageError(f"{p.where}: prompt token ids must be below the vocabulary size {vocab}, "
                              f"got {[t for t in row if t >= vocab][:5]}")
+    device = str(next(loaded.model.parameters()).device)
     config = GenerationConfig(
         max_new_tokens=max_new_tokens, sampling=sampling, eos_token_ids=loaded.eos_token_ids,
-        block_size=block_size or loaded.config.block_size or 32,
+        block_size=spec_for(mode).block(block_size, device),
     )
-    try:
-        decoder = decoder_for(mode, loaded.model)
-    except NotImplementedError as err:
-        raise UsageError(str(err)) from None
+    decoder = decoder_for(mode, loaded.model)
     base = sampling.seed or 0
     for start in range(0, len(prompts), batch_size):
         rows = range(start, min(start + batch_size, len(prompts)))

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from .. import masks
 from ..cache import KVCache
-from ..model.loading import DRAFT_ADAPTER
+from ..model.adapters import DRAFT_ADAPTER
 from ..model.transformer import Transformer
 
 DRAFT_LOSSES = ("prefix", "all")
@@ -66,6 +66,15 @@ def adapter_start(model: Transformer, adapter: str = DRAFT_ADAPTER) -> int:
         if any(adapter in m.adapters for m in layer.modules() if hasattr(m, "adapters")):
             return i
     raise ValueError(f"the model has no {adapter!r} adapter")
+
+
+@dataclass
+class LossTerms:
+    """Sums over this micro-batch; ``loss`` carries the gradient (weights already applied)."""
+
+    loss: torch.Tensor
+    count: int  # tokens this micro-batch contributes to the global denominator
+    logs: dict[str, float]
 
 
 @dataclass
@@ -184,8 +193,6 @@ def draft_terms(
     teacher: Teacher | None = None,
 ):
     """Loss sums of the drafting adapter (see the module docstring) and what it logs."""
-    from .objective import LossTerms
-
     mask_id = model.config.mask_token_id
     if mask_id is None:
         raise ValueError("the adapter objective needs a mask token: the model config has no mask_token_id")

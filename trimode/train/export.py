@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from ..config import NLD_MODEL_TYPE, ModelConfig
+from ..model.convert import RECORDED_BLOCK
 from ..model.loading import build_model, save_pretrained
 from ..model.transformer import Transformer
 from ..model.weights import internal_to_hf
@@ -48,7 +49,7 @@ def to_nld(model: Transformer) -> Transformer:
     hf = internal_to_hf(state, cfg.replace(model_type="llama"))
     if cfg.tie_word_embeddings:
         hf["lm_head.weight"] = hf["model.embed_tokens.weight"].clone()
-    nld_cfg = cfg.replace(model_type=NLD_MODEL_TYPE, tie_word_embeddings=False, block_size=cfg.block_size or 32)
+    nld_cfg = cfg.replace(model_type=NLD_MODEL_TYPE, tie_word_embeddings=False, block_size=cfg.block_size or RECORDED_BLOCK)
     out = build_model(nld_cfg, hf, dtype=param.dtype, device=param.device, source="export")
     adapters = {k: v for k, v in state.items() if ".adapters." in k}
     for name, tensor in adapters.items():

@@ -1,6 +1,6 @@
 """Training objectives over a batch of clean sequences x0 [B, L] with a loss mask [B, L].
 
-* ``joint`` (spec §3): one forward over the dual stream [x_t | x_0] (shared positions, the
+* ``joint`` (the published joint AR + diffusion loss): one forward over the dual stream [x_t | x_0] (shared positions, the
   :func:`trimode.masks.dual_stream` mask). Diffusion loss = Σ_masked CE(noisy logits, x0) / p,
   AR loss = Σ CE(clean logits[i], x0[i+1]); total = w_diff·L_diff + w_ar·L_AR.
 * ``ar``: the AR loss alone on a plain causal forward (the baseline and AR-only continued training).
@@ -27,9 +27,9 @@ import torch
 import torch.nn.functional as F
 
 from .. import masks
-from ..model.loading import DRAFT_ADAPTER
+from ..model.adapters import DRAFT_ADAPTER
 from ..model.transformer import Transformer
-from .draft_objective import DRAFT_LOSSES, DraftSettings, Teacher, accepted_prefix_plus_one, draft_mask, draft_terms
+from .draft_objective import DRAFT_LOSSES, DraftSettings, LossTerms, Teacher, accepted_prefix_plus_one, draft_mask, draft_terms
 
 __all__ = ["accepted_prefix_plus_one", "draft_mask"]  # re-exported: the adapter objective's pieces
 
@@ -88,15 +88,6 @@ class Corruption:
     @property
     def count(self) -> int:
         return int(self.masked.sum())
-
-
-@dataclass
-class LossTerms:
-    """Sums over this micro-batch; ``loss`` carries the gradient (weights already applied)."""
-
-    loss: torch.Tensor
-    count: int  # tokens this micro-batch contributes to the global denominator
-    logs: dict[str, float]
 
 
 def row_generator(seed: int, step: int, row: int) -> torch.Generator:

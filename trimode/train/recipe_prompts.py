@@ -19,6 +19,8 @@ import ast
 import json
 import random
 import sysconfig
+import sys
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -172,3 +174,20 @@ def write(path: Path, prompts: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
         f.writelines(json.dumps(p) + "\n" for p in prompts)
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--output", required=True, help="JSONL file to write ('prompt', 'kind', 'source' per line)")
+    p.add_argument("--count", type=int, default=2000)
+    p.add_argument("--seed", type=int, default=0)
+
+
+def run(args) -> int:
+    """``trimode make-prompts``."""
+    if args.count < 1:
+        raise ValueError(f"--count must be >= 1, got {args.count}")
+    prompts = build(args.count, seed=args.seed)
+    write(Path(args.output), prompts)
+    kinds = Counter(p["kind"] for p in prompts)
+    print(f"wrote {len(prompts)} prompts {dict(kinds)} to {args.output}", file=sys.stderr)
+    return 0

@@ -10,10 +10,11 @@ from pathlib import Path
 import torch
 
 from ..model import load
-from ..model.convert import add_drafting_adapter, resolve_token, set_mask_token
+from ..model.adapters import DRAFT_ADAPTER
+from ..model.convert import add_drafting_adapter
 from ..model.defaults import model_path
 from ..model.delta import is_delta, read_meta, resolve_base, save_delta
-from ..model.loading import DRAFT_ADAPTER, save_pretrained
+from ..model.loading import save_pretrained
 from ..model.transformer import Transformer
 from .config import TrainConfig
 from .distributed import DistEnv
@@ -29,14 +30,18 @@ def prepare_model(cfg: TrainConfig, device: str):
     assigned here (a plain AR model has never seen it).
     """
     path = model_path(cfg.model)
-    loaded = load(path, dtype=getattr(torch, cfg.dtype), device=device, adapter=True, pack=False)
-    model: Transformer = loaded.model
     kind = cfg.objective.kind
-    assigned = False
-    if cfg.mask_token is not None:
-        set_mask_token(model, resolve_token(loaded.tokenizer, cfg.mask_token), block_size=cfg.objective.block_size)
-        assigned = True
-    elif model.config.mask_token_id is None and kind != "ar":
+    assigned = cfg.mask_token is not None
+    fields: dict = {}
+    if assigned and cfg.objective.block_size is not None:
+        fields["block_size"] = cfg.objective.block_size
+    if assigned and kind == "adapter":
+        # A plain AR base never learned to fill masks: its diffusion mode denoises with the adapter.
+        fields["denoise_adapter"] = True
+    loaded = load(path, dtype=getattr(torch, cfg.dtype), device=device, adapter=True, pack=False,
+                  mask_token=cfg.mask_token, config=fields)
+    model: Transformer = loaded.model
+    if model.config.mask_token_id is None and kind != "ar":
         raise ValueError(
             f"{path} has no mask_token_id; the {kind!r} objective needs one: pass --mask-token with an unused "
             "token of the vocabulary (text or id)"
@@ -46,18 +51,14 @@ def prepare_model(cfg: TrainConfig, device: str):
         if DRAFT_ADAPTER not in model.adapter_names:
             n = model.config.num_hidden_layers
             top = min(cfg.adapter_top_layers or n, n)
-            add_drafting_adapter(model, rank=cfg.adapter_rank, alpha=cfg.adapter_alpha,
-                                 targets=cfg.adapter_targets, seed=cfg.seed, layers=range(n - top, n))
-            model.config = model.config.replace(adapter_scope=cfg.adapter_scope)
+            add_drafting_adapter(model, rank=cfg.adapter_rank, alpha=cfg.adapter_alpha, targets=cfg.adapter_targets,
+                                 seed=cfg.seed, layers=range(n - top, n), scope=cfg.adapter_scope)
         for name, p in model.named_parameters():
             if f".adapters.{DRAFT_ADAPTER}." in name:
                 p.requires_grad_(True)
         train_mask = assigned if cfg.train_mask_embedding is None else cfg.train_mask_embedding
         if train_mask:
             _train_rows(model.model.embed_tokens.weight, [model.config.mask_token_id])
-        if assigned:
-            # A plain AR base never learned to fill masks: its diffusion mode denoises with the adapter.
-            model.config = model.config.replace(denoise_adapter=True)
     else:
         for name, p in model.named_parameters():
             if ".adapters." not in name:

@@ -20,12 +20,11 @@ from typing import Any
 import torch
 
 from ..decoding import MODES, decoder_for
-from ..decoding.base import Batch, Decoder, Row
+from ..decoding.base import Batch, Decoder, ModeSettings, Row
+from ..decoding.spec import spec_for
 from ..model.transformer import Transformer
 from .auto import AutoDecoder
 from .request import Event, Request
-
-ENGINE_MODES = (*MODES, "auto")
 
 
 class EngineFull(Exception):
@@ -53,7 +52,7 @@ class Engine:
         self.decoders["auto"] = AutoDecoder(model, spec_max_rows)
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._waiting: deque[Request] = deque()
-        self._batches: dict[tuple, Batch] = {}
+        self._batches: dict[tuple[str, ModeSettings], Batch] = {}
         self._running: dict[int, Request] = {}
         self._owner: dict[int, Request] = {}  # id(row) -> its request
         self._reserved = 0
@@ -67,8 +66,11 @@ class Engine:
 
     # ----------------------------------------------------------------- caller side (any thread)
     def submit(self, request: Request) -> None:
-        if request.mode not in ENGINE_MODES:
-            raise ValueError(f"unknown mode {request.mode!r}; expected one of {', '.join(ENGINE_MODES)}")
+        spec_for(request.mode, engine=True)  # a clear error for an unknown mode
+        # Refused here, not when it joins a batch, where a bad request would fail its whole batch.
+        decoder = self.decoders[request.mode]
+        decoder.check_prompt(request.prompt)
+        decoder.check_settings(request.config.settings)
         if request.reservation > self.max_cached_tokens:
             raise ValueError(
                 f"request needs {request.reservation} cached tokens (prompt {len(request.prompt)} + max_tokens "
@@ -116,7 +118,7 @@ class Engine:
             "reserved_tokens": self._reserved,
             "max_cached_tokens": self.max_cached_tokens,
             "max_batch": self.max_batch,
-            "batches": [{"mode": key[0], "block_size": key[1], "rows": len(b.rows)} for key, b in batches if b.rows],
+            "batches": [{"mode": key[0], "block_size": key[1].block_size, "rows": len(b.rows)} for key, b in batches if b.rows],
             "counters": dict(self.counters),
         }
 
@@ -169,7 +171,7 @@ class Engine:
                 del self._batches[key]
 
     def _admit(self) -> None:
-        joining: dict[tuple, list[Request]] = {}
+        joining: dict[tuple[str, ModeSettings], list[Request]] = {}
         slots = sum(len(b.rows) for b in self._batches.values())
         while self._waiting and slots < self.max_batch:
             req = self._waiting[0]
@@ -185,7 +187,7 @@ class Engine:
             batch = self._batches.get(key)
             try:
                 if batch is None:
-                    batch = self._batches[key] = decoder.open(reqs[0].config)
+                    batch = self._batches[key] = decoder.open(key[1])
                 rows = []
                 for req in reqs:
                     req.row = Row(req.prompt, req.config)
@@ -203,7 +205,7 @@ class Engine:
             return
         self._turn = (self._turn + 1) % len(ready)
         key, batch = ready[self._turn]
-        batch.load = sum(len(b.rows) for b in self._batches.values()) + len(self._waiting)
+        batch.demand = sum(len(b.rows) for b in self._batches.values()) + len(self._waiting)
         try:
             self.decoders[key[0]].step(batch)
         except Exception as err:  # noqa: BLE001 -- a failing step fails its batch, not the server
@@ -220,7 +222,7 @@ class Engine:
                 req.sent += len(new)
                 req.sink(Event("tokens", tokens=new))
 
-    def _drop(self, key: tuple, reqs: list[Request], err: Exception) -> None:
+    def _drop(self, key: tuple[str, ModeSettings], reqs: list[Request], err: Exception) -> None:
         batch = self._batches.pop(key, None)
         others = [self._owner[id(r)] for r in batch.rows] if batch is not None else []
         self._fail(list({r.id: r for r in others + reqs}.values()), err)
@@ -235,6 +237,5 @@ class Engine:
             req.sink(Event("error", message=f"{type(err).__name__}: {err}"))
 
     @staticmethod
-    def _key(req: Request) -> tuple:
-        c = req.config
-        return (req.mode, c.block_size, c.threshold, c.draft_threshold, c.max_steps, c.causal_context, c.use_adapter)
+    def _key(req: Request) -> tuple[str, ModeSettings]:
+        return req.mode, req.config.settings

