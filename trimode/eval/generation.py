@@ -17,7 +17,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from ..decoding import GenerationConfig, spec_for, thresholds
+from ..decoding import GenerationConfig, spec_for
+from ..decoding import thresholds as default_thresholds
 from ..decoding.base import DecodeStats, StopCondition
 
 
@@ -41,7 +42,7 @@ class Setting:
         block = spec.block(block_size, device)
         if spec.threshold_knob is None:
             return cls(mode, block)
-        return cls(mode, block, thresholds()[spec.threshold_knob] if threshold is None else threshold)
+        return cls(mode, block, default_thresholds()[spec.threshold_knob] if threshold is None else threshold)
 
     @property
     def label(self) -> str:

@@ -68,8 +68,8 @@ def translate(body: CompletionRequest | ChatRequest, tokenizer, model: ModelConf
     if len(prompt) > config.max_prompt_tokens:
         raise APIError(400, f"prompt has {len(prompt)} tokens; this server accepts at most "
                             f"{config.max_prompt_tokens}", param="prompt", code="context_length_exceeded")
-    # The decoders check this too, but only once the request joins a batch, where it would fail
-    # the whole batch (HTTP 500): refused here, before it reaches the engine.
+    # Engine.submit refuses this too (and a mode without its mask token); checked here as well so
+    # that the API error names the parameter at fault.
     bad = [t for t in prompt if t >= model.vocab_size]
     if bad:
         raise APIError(400, f"prompt token ids must be < {model.vocab_size} (the vocabulary), got {bad[:5]}",
