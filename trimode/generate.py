@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from .cli_common import COUNTING, UsageError, add_model_args, load_from_args, threshold_arg
+from .cli_common import COUNTING, TextPrinter, UsageError, add_model_args, load_from_args, threshold_arg
 from .decoding import MODES, GenerationConfig, GenerationResult, decoder_for, spec_for, thresholds
 from .decoding.stop import StopStrings
 from .decoding.thinking import ThinkingBudget
@@ -51,6 +51,7 @@ def add_arguments(g: argparse.ArgumentParser) -> None:
     g.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     g.add_argument("--no-adapter", action="store_true", help="do not use the drafting adapter")
     g.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
+    g.add_argument("--no-stream", action="store_true", help="print the text at the end, not as it is decoded")
 
 
 def _prompts(args: argparse.Namespace, loaded) -> list[list[int]]:
@@ -81,8 +82,13 @@ def run(args: argparse.Namespace) -> int:
         block = spec_for(args.mode).block(args.block_size, args.device)
     except ValueError as err:
         raise UsageError(str(err)) from None
-    loaded = load_from_args(args, adapter=not args.no_adapter)
+    loaded = load_from_args(args, adapter=not args.no_adapter, verbose=True)
     prompts = _prompts(args, loaded)
+    context = loaded.config.max_position_embeddings
+    for i, p in enumerate(prompts):
+        if len(p) + args.max_new_tokens > context:
+            raise UsageError(f"prompt {i} has {len(p)} tokens and --max-new-tokens is {args.max_new_tokens}: "
+                             f"{len(p) + args.max_new_tokens} exceeds the model's context of {context} tokens")
     stop = None
     if args.stop:
         if loaded.tokenizer is None:
@@ -110,12 +116,18 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise UsageError(str(err)) from None
     decoder = decoder_for(args.mode, loaded.model)
-    result = decoder.generate(prompts, config)
+    # One prompt with text streams as it is decoded; a batch, ids or --json print at the end.
+    streaming = not (args.json or args.no_stream) and loaded.tokenizer is not None and len(prompts) == 1
+    printer = TextPrinter(loaded.tokenizer, stops=args.stop) if streaming else None
+    result = decoder.generate(prompts, config, on_tokens=printer)
     texts = _texts(result, loaded.tokenizer, stop)
     if args.json:
         print(json.dumps(_report(args, loaded, prompts, result, texts)))
     else:
-        for i, text in enumerate(texts):
+        if printer is not None:
+            printer.finish()
+            print()
+        for i, text in enumerate([] if printer is not None else texts):
             if len(texts) > 1:
                 print(f"--- [{i}]")
             print(text if text is not None else ",".join(map(str, result.sequences[i])))

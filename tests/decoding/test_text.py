@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from trimode.decoding.text import Detokenizer
-from trimode.demo import TextPrinter
+from trimode.cli_common import TextPrinter
 from trimode.tokenizer import Tokenizer
 
 

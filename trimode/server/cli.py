@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import socket
+import sys
 from pathlib import Path
 
-from ..cli_common import add_model_args, load_from_args
+from ..cli_common import UsageError, add_model_args, load_from_args
 from ..decoding.spec import ENGINE_MODES
 from ..engine import Engine
 
@@ -30,7 +32,7 @@ def build(args: argparse.Namespace):
     """(app, engine) from parsed arguments; the model is loaded here."""
     from .app import ServerConfig, create_app  # needs the 'serve' extra (fastapi)
 
-    loaded = load_from_args(args)
+    loaded = load_from_args(args, verbose=True)
     cfg = loaded.config
     context = args.max_model_len or cfg.max_position_embeddings
     engine = Engine(loaded.model, max_batch=args.max_batch, max_cached_tokens=args.max_cached_tokens,
@@ -38,13 +40,37 @@ def build(args: argparse.Namespace):
     name = args.served_model_name or Path(str(loaded.source)).name
     config = ServerConfig(model_name=name, mode=args.mode, block_size=args.block_size, device=args.device,
                           max_context=context, max_prompt_tokens=context - 1)
-    return create_app(engine, loaded.tokenizer, loaded.eos_token_ids, config), engine
+    app = create_app(engine, loaded.tokenizer, loaded.eos_token_ids, config)
+    app.state.banner = banner(args, engine, loaded.source, name, context)
+    return app, engine
+
+
+def check_port(host: str, port: int) -> None:
+    """UsageError when ``host:port`` cannot be bound, found before the model loads (seconds to minutes)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds it
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            raise UsageError(f"cannot serve on {host}:{port}: {err.strerror or err} (choose another --port)") from None
+
+
+def banner(args: argparse.Namespace, engine: Engine, loaded_source, name: str, context: int) -> str:
+    """The one start-up line: what is served, how, where, within which limits."""
+    return (f"trimode serve: model {name!r} ({loaded_source}), default mode {args.mode}, {args.device} {args.dtype}, "
+            f"http://{args.host}:{args.port}/v1, max batch {engine.max_batch}, max cached tokens "
+            f"{engine.max_cached_tokens}, max waiting {engine.max_waiting}, context {context} tokens")
 
 
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
+    if not 0 < args.port < 65536:
+        raise UsageError(f"--port must be in 1..65535, got {args.port}")
+    check_port(args.host, args.port)
     app, engine = build(args)
+    print(app.state.banner, file=sys.stderr, flush=True)
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     finally:
