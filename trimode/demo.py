@@ -60,10 +60,6 @@ def run_mode(loaded, mode: str, prompts, args, stream: bool) -> ModeRun:
     return result
 
 
-def table(runs: list[ModeRun]) -> list[dict]:
-    return compare.versus_ar(runs)
-
-
 def print_table(rows: list[dict], out=None) -> None:
     out = out or sys.stdout
     head = f"{'mode':<15} {'block':>5} {'tokens':>6} {'fwd':>5} {'tok/fwd':>7} {'tok/s':>7} {'x AR':>6} {'= AR':>5}"
@@ -101,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"model: {loaded.source} ({loaded.format}); {len(prompts)} held-out prompts, "
           f"{args.max_new_tokens} new tokens max, greedy, batch 1, {args.device}")
     runs = [run_mode(loaded, mode, prompts, args, stream=not args.no_stream) for mode in args.modes]
-    rows = table(runs)
+    rows = compare.versus_ar(runs)
     print_table(rows)
     print("tokens exclude the prompt, include EOS; forwards count every model call (prefill, draft, verify, "
           "denoise, commit); x AR = tokens/s over AR's on the same prompts")
