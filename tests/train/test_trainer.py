@@ -93,6 +93,21 @@ def test_loss_curve_golden(scratch, tmp_path):
     assert records[-1]["ar_loss"] > 0 and records[-1]["masked_tokens"] > 0
 
 
+def test_a_pause_file_holds_the_run_between_steps_outside_train_s(scratch, tmp_path):
+    import threading
+
+    output = tmp_path / "run"
+    output.mkdir()
+    (output / "PAUSE").touch()
+    threading.Timer(1.5, (output / "PAUSE").unlink).start()
+    start = time.perf_counter()
+    records = train(_config(scratch, output, max_steps=2))
+    assert time.perf_counter() - start >= 1.5  # it waited for the file to go
+    assert [r["loss"] for r in records] == pytest.approx(LOSS_CURVE[:2], abs=2e-4)
+    assert records[-1]["train_s"] == pytest.approx(sum(r["step_s"] for r in records), abs=1e-3)
+    assert records[-1]["train_s"] < 1.5 and all(r["cpu_s"] > 0 for r in records)
+
+
 def test_gradient_accumulation_equals_the_full_batch(scratch, tmp_path):
     full = train(_config(scratch, tmp_path / "full", max_steps=4))
     micro = train(_config(scratch, tmp_path / "micro", max_steps=4, micro_batch=1))

@@ -108,6 +108,10 @@ class Trainer:
         self.train_seconds = 0.0  # summed step times over every stretch of the run (resumes included)
         self.metrics_path = self.output / "metrics.jsonl"
         self.eval_path = self.output / "eval.jsonl"
+        # While this file exists the run waits between steps, keeping its in-memory state (the frozen
+        # passes stored so far) and leaving the wait out of train_s: other work can have the CPU
+        # without a restart, and the curve's training minutes stay honest.
+        self.pause_path = self.output / "PAUSE"
 
     # ----------------------------------------------------------------- set-up
     def _wrap(self, module: nn.Module) -> nn.Module:
@@ -184,7 +188,7 @@ class Trainer:
 
     def train_step(self) -> dict[str, Any]:
         cfg, env = self.cfg, self.env
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         batch = next(self.batches)
         local_rows = batch["input_ids"].shape[0]
         pieces = list(self._micro_batches(batch))
@@ -225,6 +229,7 @@ class Trainer:
         tokens = local_rows * batch["input_ids"].shape[1] * env.world
         record = {"step": self.step, "loss": global_loss / max(global_count, 1.0), "lr": lr, "grad_norm": grad_norm,
                   "loss_tokens": int(global_count), "tokens": tokens, "step_s": elapsed,
+                  "cpu_s": time.process_time() - cpu_start,  # this process's CPU time, all threads
                   "tokens_per_s": tokens / elapsed if elapsed > 0 else 0.0, "epoch": self.batches.epoch}
         record.update(_readable(logs))
         return record
@@ -243,6 +248,16 @@ class Trainer:
             tqdm.write(f"eval step {self.step}: " + ", ".join(
                 f"{k} {v:.3f}" for k, v in result.items() if isinstance(v, float)))
 
+    def _wait_while_paused(self, bar) -> float:
+        """Sleep while ``OUTPUT/PAUSE`` exists; the seconds waited."""
+        start = time.perf_counter()
+        if self.pause_path.exists():
+            bar.set_description_str(f"paused (remove {self.pause_path} to go on)")
+            while self.pause_path.exists():
+                time.sleep(1.0)
+            bar.set_description_str(f"train[{self.cfg.objective.kind}]")
+        return time.perf_counter() - start
+
     def run(self, resume: bool = False, evaluate: Callable[[int], dict[str, Any]] | None = None) -> list[dict[str, Any]]:
         """Train to ``max_steps``; ``evaluate(step)`` (held-out metrics) runs at the start and every
         ``eval_every`` steps."""
@@ -260,6 +275,7 @@ class Trainer:
                    desc=f"train[{cfg.objective.kind}]", unit="step", dynamic_ncols=True)
         with bar:
             while self.step < cfg.max_steps:
+                self._wait_while_paused(bar)
                 record = self.train_step()
                 self.train_seconds += record["step_s"]
                 record["train_s"] = round(self.train_seconds, 3)
