@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import tokenizers
+import tokenizers.processors
 from jinja2.exceptions import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -121,15 +122,30 @@ class Tokenizer:
 
     def save(self, folder: str | Path) -> None:
         """Write ``tokenizer.json``, ``tokenizer_config.json`` and ``chat_template.jinja`` so that
-        :meth:`from_folder` (and transformers) read this tokenizer back, e.g. one rebuilt from a GGUF."""
+        :meth:`from_folder` (and transformers) read this tokenizer back, e.g. one rebuilt from a GGUF.
+        A BOS this class adds (``add_bos_token``) goes into the saved post-processor, which adds it
+        to every text, as transformers does, even one that already starts with the BOS string."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        self.backend.save(str(folder / "tokenizer.json"))
+        backend = self.backend
+        if self.add_bos_token and self.bos_token_id is not None and self._bos_missing():
+            # transformers ignores add_bos_token for a fast tokenizer: the BOS this class adds must
+            # be written into the saved tokenizer's post-processor for other tools to add it too.
+            backend = tokenizers.Tokenizer.from_str(backend.to_str())
+            bos = self.bos_token
+            backend.post_processor = tokenizers.processors.TemplateProcessing(
+                single=f"{bos}:0 $A:0", pair=f"{bos}:0 $A:0 $B:1", special_tokens=[(bos, self.bos_token_id)])
+        backend.save(str(folder / "tokenizer.json"), pretty=False)
         cfg = {"bos_token": self.bos_token, "eos_token": self.eos_token, "add_bos_token": self.add_bos_token,
                "tokenizer_class": "PreTrainedTokenizerFast"}
         (folder / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2))
         if self.chat_template:
             (folder / "chat_template.jinja").write_text(self.chat_template)
+
+
+    def _bos_missing(self) -> bool:
+        ids = self.backend.encode("a", add_special_tokens=True).ids
+        return not ids or ids[0] != self.bos_token_id
 
 
 def _token_str(value: Any) -> str | None:

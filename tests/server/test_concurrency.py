@@ -36,7 +36,7 @@ def test_concurrent_greedy_outputs_equal_single(model):
         def watch():
             with httpx.Client() as http:
                 while not stop.is_set():
-                    busiest[0] = max(busiest[0], http.get(srv.url + "/metrics").json()["cache_slots_in_use"])
+                    busiest[0] = max(busiest[0], http.get(srv.url + "/metrics?format=json").json()["cache_slots_in_use"])
 
         def client(requests):
             out = []

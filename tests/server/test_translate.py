@@ -30,7 +30,7 @@ def chat(**body):
 
 
 def test_a_completion_becomes_an_engine_request():
-    req, stops = translate(completion(max_tokens=5, temperature=0.5, top_p=0.9, seed=3, stop=["x"]),
+    (req,), stops = translate(completion(max_tokens=5, temperature=0.5, top_p=0.9, seed=3, stop=["x"]),
                            TOK, MODEL, config(), eos_token_ids=[2])
     assert req.prompt == TOK.encode("Hello") and req.mode == "ar" and stops == ["x"]
     gen = req.config
@@ -41,14 +41,14 @@ def test_a_completion_becomes_an_engine_request():
 
 
 def test_defaults_ids_chat_and_the_threshold():
-    req, stops = translate(completion(prompt=[5, 6, 7]), None, MODEL, config(), ())
+    (req,), stops = translate(completion(prompt=[5, 6, 7]), None, MODEL, config(), ())
     assert req.prompt == [5, 6, 7] and stops == [] and req.config.stop is None
     assert req.config.max_new_tokens == 16  # OpenAI's default for completions
-    req, _ = translate(chat(mode="diffusion", threshold=0.5), TOK, MODEL, config(), ())
+    (req,), _ = translate(chat(mode="diffusion", threshold=0.5), TOK, MODEL, config(), ())
     assert req.prompt == TOK.encode_chat([{"role": "user", "content": "hi"}]) and req.mode == "diffusion"
     assert req.config.max_new_tokens == 64 - len(req.prompt)  # chat: up to the context
     assert (req.config.threshold, req.config.draft_threshold) == (0.5, 0.5)  # one threshold sets both
-    req, _ = translate(chat(max_completion_tokens=3, max_tokens=7), TOK, MODEL, config(), ())
+    (req,), _ = translate(chat(max_completion_tokens=3, max_tokens=7), TOK, MODEL, config(), ())
     assert req.config.max_new_tokens == 3
 
 
@@ -57,14 +57,14 @@ def test_defaults_ids_chat_and_the_threshold():
     ("quadratic-spec", "cuda", 8), ("auto", "cpu", 8),
 ])
 def test_without_a_block_size_each_mode_runs_its_block_for_the_device(mode, device, block):
-    req, _ = translate(completion(mode=mode), TOK, MODEL, config(block_size=None, device=device), ())
+    (req,), _ = translate(completion(mode=mode), TOK, MODEL, config(block_size=None, device=device), ())
     assert req.config.block_size == block
-    req, _ = translate(completion(mode=mode, block_size=6), TOK, MODEL, config(block_size=None, device=device), ())
+    (req,), _ = translate(completion(mode=mode, block_size=6), TOK, MODEL, config(block_size=None, device=device), ())
     assert req.config.block_size == 6  # the request's own wins
 
 
 def test_the_server_mode_is_the_default():
-    req, _ = translate(completion(), TOK, MODEL, config(mode="quadratic-spec"), ())
+    (req,), _ = translate(completion(), TOK, MODEL, config(mode="quadratic-spec"), ())
     assert (req.mode, req.config.block_size) == ("quadratic-spec", 4)
 
 

@@ -21,6 +21,7 @@ import torch
 
 from ..decoding import MODES, decoder_for
 from ..decoding.base import Batch, Decoder, ModeSettings, Row
+from ..decoding.score import score
 from ..decoding.spec import spec_for
 from ..model.transformer import Transformer
 from .auto import AutoDecoder
@@ -153,8 +154,23 @@ class Engine:
         self._owner.pop(id(req.row), None)
         self._running.pop(req.id, None)
         self._reserved -= req.reservation
+        try:
+            scores = self._score(req) if reason != "cancelled" else None
+        except Exception as err:  # noqa: BLE001 -- a failed scoring pass fails this request only
+            self.counters["errors"] += 1
+            req.sink(Event("error", message=f"scoring failed: {type(err).__name__}: {err}"))
+            return
         self.counters[reason] += 1
-        req.sink(Event("done", finish_reason=reason, usage=req.usage()))
+        req.sink(Event("done", finish_reason=reason, usage=req.usage(), scores=scores))
+
+    def _score(self, req: Request):
+        """The verifier's scores of what the request asked for (None when it asked for none): one
+        causal forward over prompt + completion, on this thread, which owns the model."""
+        if req.logprobs is None:
+            return None
+        completion = req.row.tokens if req.row is not None else []
+        self.counters["scored_tokens"] += len(req.prompt) + len(completion)
+        return score(self.model, req.prompt + completion, 0 if req.echo else len(req.prompt), req.logprobs)
 
     def _reap(self) -> None:
         for req in [r for r in self._waiting if r.cancelled.is_set()]:
@@ -175,9 +191,16 @@ class Engine:
         slots = sum(len(b.rows) for b in self._batches.values())
         while self._waiting and slots < self.max_batch:
             req = self._waiting[0]
+            if not req.generate:  # scoring only: no cache row, answered now
+                self._waiting.popleft()
+                req.admitted_at = time.perf_counter()
+                self._running[req.id] = req
+                self._finish(req, "length")
+                continue
             if self._reserved + req.reservation > self.max_cached_tokens:
                 break  # first come, first served: wait for the head request to fit
             self._waiting.popleft()
+            req.admitted_at = time.perf_counter()
             self._reserved += req.reservation
             self._running[req.id] = req
             joining.setdefault(self._key(req), []).append(req)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..decoding.base import GenerationConfig, Row
+from ..decoding.score import TokenScores
 from ..decoding.spec import spec_for
 
 _ids = itertools.count()
@@ -22,6 +23,7 @@ class Event:
     finish_reason: str | None = None  # "done": eos | length | stop | cancelled
     usage: dict[str, Any] | None = None  # "done"
     message: str | None = None  # "error"
+    scores: TokenScores | None = None  # "done", when the request asked for logprobs
 
 
 @dataclass
@@ -30,6 +32,11 @@ class Request:
 
     ``sink`` receives :class:`Event` objects on the engine thread; it must not block (e.g. put
     into a queue or hand over to an event loop with ``call_soon_threadsafe``).
+
+    ``logprobs``: None, or how many alternatives to score per position (0: the chosen token's
+    alone); the "done" event then carries the verifier's :class:`TokenScores` of the completion,
+    or of prompt and completion with ``echo``. ``generate=False`` scores the prompt without
+    generating (``echo`` with ``max_tokens: 0``); it holds no cache row.
     """
 
     prompt: list[int]
@@ -39,15 +46,21 @@ class Request:
     id: int = field(default_factory=lambda: next(_ids))
     cancelled: threading.Event = field(default_factory=threading.Event)
     submitted: float = field(default_factory=time.perf_counter)
+    admitted_at: float | None = None  # joined a batch (or was scored, when it generates nothing)
     first_token_at: float | None = None
     row: Row | None = None
     sent: int = 0  # tokens already sent to the sink
+    logprobs: int | None = None
+    echo: bool = False
+    generate: bool = True
 
     @property
     def reservation(self) -> int:
         """Cache tokens this request may occupy: prompt, budget, and the slots a step writes
         beyond the kept tokens (one block of drafts/masks; the whole B x (B+1) grid for
         quadratic self-speculation)."""
+        if not self.generate:
+            return 0
         scratch = spec_for(self.mode, engine=True).scratch(self.config.block_size)
         return len(self.prompt) + self.config.max_new_tokens + scratch + 1
 

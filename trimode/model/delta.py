@@ -109,10 +109,13 @@ def resolve_base(folder: Path, meta: dict[str, Any]) -> Path:
 
 
 def save_delta(
-    model: torch.nn.Module, folder: str | Path, base: str | Path, rows: list[int], training: dict[str, Any] | None = None
+    model: torch.nn.Module, folder: str | Path, base: str | Path, rows: list[int], training: dict[str, Any] | None = None,
+    tokenizer=None,
 ) -> Path:
     """Write ``model``'s drafting adapter, embedding ``rows`` and tri-mode settings as a delta over
-    ``base`` (the checkpoint the model was loaded from, unchanged elsewhere)."""
+    ``base`` (the checkpoint the model was loaded from, unchanged elsewhere). With ``tokenizer``
+    (the base's), its Hugging Face files are written too: trimode reads the base's, but other
+    tools (transformers' AutoTokenizer, lm-evaluation-harness) need them in the folder they are given."""
     folder, base = Path(folder), Path(base)
     cfg = model.config
     if cfg.mask_token_id is None:
@@ -135,6 +138,8 @@ def save_delta(
         "training": training or {},
     }
     (folder / DELTA_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    if tokenizer is not None:
+        tokenizer.save(folder)
     return folder
 
 

@@ -18,10 +18,11 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi import Request as HTTPRequest
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from ..engine import Engine, EngineFull, Event, Request
-from .format import DONE, Reply, error_body, model_card, model_list, sse
+from .format import DONE, Reply, combine, error_body, model_card, model_list, sse
+from .metrics import CONTENT_TYPE, Metrics
 from .schemas import ChatRequest, CompletionRequest
 from .translate import APIError, ServerConfig, check_model, translate, validation_error
 
@@ -32,6 +33,7 @@ def create_app(engine: Engine, tokenizer, eos_token_ids: tuple[int, ...], config
     app = FastAPI(title="trimode", version="0.1.0",
                   description="OpenAI-compatible server for tri-mode models (AR, diffusion, self-speculation, auto).")
     model = engine.model.config
+    metrics = app.state.metrics = Metrics(engine)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: HTTPRequest, exc: RequestValidationError) -> JSONResponse:
@@ -48,8 +50,13 @@ def create_app(engine: Engine, tokenizer, eos_token_ids: tuple[int, ...], config
         return JSONResponse({"status": "ok" if ok else "engine stopped"}, status_code=200 if ok else 503)
 
     @app.get("/metrics")
-    async def metrics() -> dict[str, Any]:
-        return engine.metrics()
+    async def prometheus(http: HTTPRequest, format: str | None = None):
+        """Prometheus text; the engine's JSON snapshot with ``Accept: application/json`` or ``?format=json``."""
+        if format == "json" or "application/json" in http.headers.get("accept", ""):
+            return JSONResponse(engine.metrics())
+        if format not in (None, "prometheus"):
+            raise APIError(400, f"format must be 'prometheus' or 'json', got {format!r}", param="format")
+        return Response(metrics.text(), media_type=CONTENT_TYPE)
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
@@ -62,13 +69,20 @@ def create_app(engine: Engine, tokenizer, eos_token_ids: tuple[int, ...], config
 
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest, http: HTTPRequest):
-        req, stops = translate(body, tokenizer, model, config, eos_token_ids)
-        return await respond(engine, http, req, Reply(False, config.model_name, tokenizer, stops), body.stream)
+        return await answer(body, http, chat=False)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatRequest, http: HTTPRequest):
-        req, stops = translate(body, tokenizer, model, config, eos_token_ids)
-        return await respond(engine, http, req, Reply(True, config.model_name, tokenizer, stops), body.stream)
+        return await answer(body, http, chat=True)
+
+    async def answer(body: CompletionRequest | ChatRequest, http: HTTPRequest, chat: bool):
+        reqs, stops = translate(body, tokenizer, model, config, eos_token_ids)
+        first = Reply(chat, config.model_name, tokenizer, stops, index=0, prompt=reqs[0].prompt,
+                      echo=reqs[0].echo, logprobs=reqs[0].logprobs)
+        replies = [first] + [Reply(chat, config.model_name, tokenizer, stops, first.id, first.created, index=i,
+                                   prompt=r.prompt, echo=r.echo, logprobs=r.logprobs)
+                             for i, r in enumerate(reqs[1:], start=1)]
+        return await respond(engine, http, reqs, replies, body.stream, metrics)
 
     return app
 
@@ -78,55 +92,125 @@ def error_response(status: int, message: str, param: str | None = None, code: st
                         headers={"Retry-After": "1"} if status == 503 else None)
 
 
-async def respond(engine: Engine, http: HTTPRequest, req: Request, reply: Reply, stream: bool):
-    """Submit ``req`` and answer with its reply, whole or streamed."""
-    events = relay(engine, http, req)
-    first = await anext(events)  # submit now, so refusals are plain HTTP errors even when streaming
-    if first.kind == "error":
-        raise APIError(500, f"generation failed: {first.message}")
-    if stream:
-        return StreamingResponse(stream_reply(reply, first, events), media_type="text/event-stream")
-    pieces, last = [reply.delta(first)], first
-    async for event in events:
-        if event.kind == "error":
-            raise APIError(500, f"generation failed: {event.message}")
-        pieces.append(reply.delta(event))
-        last = event
-    if last.kind != "done":  # client gone
-        return JSONResponse({}, status_code=499)
-    return reply.response("".join(pieces), last, req.row.tokens if req.row else [])
-
-
-async def stream_reply(reply: Reply, first: Event, events: AsyncIterator[Event]) -> AsyncIterator[str]:
+async def respond(engine: Engine, http: HTTPRequest, reqs: list[Request], replies: list[Reply], stream: bool,
+                  metrics: Metrics | None = None):
+    """Submit ``reqs`` (the prompts of one request) and answer with their replies, whole or streamed."""
+    relays = []
     try:
-        for chunk in reply.opening():
-            yield sse(chunk)
-        event = first
-        while True:
-            for chunk in reply.chunks(event):
+        # Every prompt is submitted before any event is awaited, so that they join the engine's
+        # batch together, and refusals are plain HTTP errors even when streaming.
+        for req in reqs:
+            relays.append(relay(engine, http, req, metrics))
+        firsts = [await anext(events) for events in relays]
+        for event in firsts:
+            if event.kind == "error":
+                raise APIError(500, f"generation failed: {event.message}")
+    except BaseException:
+        for req in reqs:  # those already submitted (cancelling one not submitted is harmless)
+            engine.cancel(req)
+        for events in relays:
+            await events.aclose()
+        raise
+    if stream:
+        return StreamingResponse(stream_replies(replies, firsts, relays), media_type="text/event-stream")
+    tasks = [asyncio.ensure_future(collect(r, e, f)) for r, e, f in zip(replies, relays, firsts)]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        results = [task.result() for task in tasks]  # the first failure, if any, is raised here
+    finally:
+        await cancel(tasks)
+        for events in relays:
+            await events.aclose()
+    if any(result is None for result in results):  # client gone
+        return JSONResponse({}, status_code=499)
+    return combine([reply.response(text, last, req.row.tokens if req.row else [])
+                    for reply, req, (text, last) in zip(replies, reqs, results)])
+
+
+async def collect(reply: Reply, events: AsyncIterator[Event], first: Event) -> tuple[str, Event] | None:
+    """The whole text of one reply and its "done" event (None if the client went away)."""
+    pieces, last = [reply.delta(first)], first
+    if first.kind != "done":
+        async for event in events:
+            if event.kind == "error":
+                raise APIError(500, f"generation failed: {event.message}")
+            pieces.append(reply.delta(event))
+            last = event
+    return ("".join(pieces), last) if last.kind == "done" else None
+
+
+async def stream_replies(replies: list[Reply], firsts: list[Event], relays: list[AsyncIterator[Event]]) -> AsyncIterator[str]:
+    """The chunks of every reply as their events come (each chunk names its choice's index),
+    then ``[DONE]`` once all are done."""
+    merged: asyncio.Queue = asyncio.Queue()
+
+    async def pump(i: int) -> None:
+        try:
+            async for event in relays[i]:
+                await merged.put((i, event))
+        finally:
+            await merged.put((i, None))
+
+    tasks = []
+    try:
+        for reply in replies:
+            for chunk in reply.opening():
+                yield sse(chunk)
+        open_ = len(replies)
+        for i, event in enumerate(firsts):
+            for chunk in replies[i].chunks(event):
                 yield sse(chunk)
             if event.kind != "tokens":
-                break
-            try:
-                event = await anext(events)
-            except StopAsyncIteration:
-                return
+                open_ -= 1
+        tasks = [asyncio.ensure_future(pump(i)) for i, e in enumerate(firsts) if e.kind == "tokens"]
+        ended: set[int] = set()
+        while open_:
+            i, event = await merged.get()
+            if event is None:  # this prompt's events ended without "done": the client is gone
+                if i not in ended:
+                    return
+                continue
+            for chunk in replies[i].chunks(event):
+                yield sse(chunk)
+            if event.kind != "tokens":
+                ended.add(i)
+                open_ -= 1
         yield DONE
     finally:
-        await events.aclose()  # a client gone mid-stream cancels its request here
+        await cancel(tasks)
+        for events in relays:
+            await events.aclose()  # a client gone mid-stream cancels its requests here
 
 
-async def relay(engine: Engine, http: HTTPRequest, req: Request) -> AsyncIterator[Event]:
-    """Submit ``req`` and yield its events until "done" or "error"; cancel it if the caller stops
-    reading first (or the client disconnects while nothing arrives)."""
+async def cancel(tasks: list[asyncio.Future]) -> None:
+    """Cancel the tasks still running and wait until they have stopped."""
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def relay(engine: Engine, http: HTTPRequest, req: Request, metrics: Metrics | None = None) -> AsyncIterator[Event]:
+    """Submit ``req`` now (refusals raise :class:`APIError` here) and return its events, until
+    "done" or "error"; it is cancelled if the caller stops reading first (or the client
+    disconnects while nothing arrives). ``metrics`` counts it when its last event is sent."""
     loop, inbox = asyncio.get_running_loop(), asyncio.Queue()
-    req.sink = lambda e: loop.call_soon_threadsafe(inbox.put_nowait, e)
+
+    def sink(event: Event) -> None:  # on the engine thread
+        if metrics is not None and event.kind != "tokens":
+            metrics.observe(req, event)
+        loop.call_soon_threadsafe(inbox.put_nowait, event)
+
+    req.sink = sink
     try:
         engine.submit(req)
     except EngineFull as err:
         raise APIError(503, str(err), code="overloaded") from None
     except ValueError as err:
         raise APIError(400, str(err)) from None
+    return _events(engine, http, req, inbox)
+
+
+async def _events(engine: Engine, http: HTTPRequest, req: Request, inbox: asyncio.Queue) -> AsyncIterator[Event]:
     finished = False
     try:
         while True:

@@ -15,17 +15,19 @@ from ..decoding.spec import ENGINE_MODES
 
 MODE_FIELD = Literal[ENGINE_MODES]  # the OpenAPI enum of "mode"
 Stop = Annotated[str, Field(min_length=1, max_length=256)]
+# OpenAI takes 4; evaluation harnesses send a task's stop sequences plus the EOS text, often more.
+MAX_STOPS = 16
 
 
 class _Common(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str = Field(min_length=1, description="a model id from GET /v1/models")
-    max_tokens: int | None = Field(default=None, ge=1, description="tokens to generate (EOS counted); default 16 / chat: up to the context")
+    max_tokens: int | None = Field(default=None, ge=0, description="tokens to generate (EOS counted); default 16 / chat: up to the context; 0 only with echo")
     temperature: float = Field(default=1.0, ge=0.0, le=2.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
-    stop: Stop | list[Stop] | None = Field(default=None, description="up to 4 stop strings (not returned)")
+    stop: Stop | list[Stop] | None = Field(default=None, description=f"up to {MAX_STOPS} stop strings (not returned)")
     stream: bool = False
     stream_options: dict[str, bool] | None = None
     n: int = Field(default=1, ge=1, le=1, description="only 1 is supported")
@@ -43,20 +45,29 @@ class _Common(BaseModel):
     @field_validator("stop")
     @classmethod
     def _at_most_four(cls, v):
-        if isinstance(v, list) and len(v) > 4:
-            raise ValueError(f"at most 4 stop strings, got {len(v)}")
+        if isinstance(v, list) and len(v) > MAX_STOPS:
+            raise ValueError(f"at most {MAX_STOPS} stop strings, got {len(v)}")
         return v
 
     def stop_list(self) -> list[str]:
         return [] if self.stop is None else [self.stop] if isinstance(self.stop, str) else list(self.stop)
 
 
+MAX_PROMPTS = 64  # prompts in one completions request (each is a row of the engine's batch)
+TokenIds = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
+Text = Annotated[str, Field(min_length=1)]
+MAX_LOGPROBS = 20
+
+
 class CompletionRequest(_Common):
-    prompt: Annotated[str, Field(min_length=1)] | Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)] | Annotated[list[str], Field(min_length=1, max_length=1)] = Field(
-        description="text, or token ids (a batch of several prompts is not supported: send one request each)"
-    )
-    echo: Literal[False] = Field(default=False, description="only false is supported")
-    logprobs: None = None
+    prompt: Text | TokenIds | Annotated[list[str], Field(min_length=1, max_length=MAX_PROMPTS)] | Annotated[
+        list[TokenIds], Field(min_length=1, max_length=MAX_PROMPTS)] = Field(
+        description=f"text, token ids, or a batch of up to {MAX_PROMPTS} of either (one choice per prompt, "
+                    "each with its index)")
+    echo: bool = Field(default=False, description="return the prompt before the completion (and its logprobs)")
+    logprobs: int | None = Field(default=None, ge=0, le=MAX_LOGPROBS,
+                                 description="log-probabilities of each token and of the k most likely (the "
+                                             "verifier's, i.e. the causal model's, in every mode)")
     suffix: None = None
 
 
@@ -79,4 +90,5 @@ class Message(BaseModel):
 class ChatRequest(_Common):
     messages: list[Message] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
-    logprobs: Literal[False] | None = Field(default=None, description="only false is supported")
+    logprobs: bool | None = Field(default=None, description="log-probabilities of the reply's tokens (the verifier's)")
+    top_logprobs: int | None = Field(default=None, ge=0, le=MAX_LOGPROBS)

@@ -21,7 +21,10 @@ from ..decoding.spec import spec_for, thresholds
 from ..decoding.stop import StopStrings
 from ..engine import Request
 from ..sampling import SamplingParams
-from .schemas import ChatRequest, CompletionRequest
+from .schemas import MAX_PROMPTS, ChatRequest, CompletionRequest
+
+PROMPT_FORMS = (f"prompt must be a string, a list of token ids, or a list of at most {MAX_PROMPTS} strings or "
+                "of at most as many token-id lists (none empty)")
 
 
 @dataclass
@@ -43,16 +46,17 @@ class APIError(Exception):
 
 
 class Translation(NamedTuple):
-    request: Request  # its sink does nothing until the app connects it
+    requests: list[Request]  # one per prompt, in order; their sinks do nothing until the app connects them
     stops: list[str]
 
 
 def translate(body: CompletionRequest | ChatRequest, tokenizer, model: ModelConfig, config: ServerConfig,
               eos_token_ids: Sequence[int] = ()) -> Translation:
-    """The engine request (prompt ids, generation config, mode) and the stop strings of ``body``."""
+    """The engine requests (prompt ids, generation config, mode; one per prompt of a completions
+    batch) and the stop strings of ``body``."""
     check_model(body.model, config)
     chat = isinstance(body, ChatRequest)
-    prompt = chat_prompt(body, tokenizer) if chat else completion_prompt(body, tokenizer)
+    prompts = [chat_prompt(body, tokenizer)] if chat else completion_prompts(body, tokenizer)
     mode = body.mode or config.mode
     try:
         spec = spec_for(mode, engine=True)
@@ -65,33 +69,52 @@ def translate(body: CompletionRequest | ChatRequest, tokenizer, model: ModelConf
         block = spec.block(body.block_size if body.block_size is not None else config.block_size, config.device)
     except ValueError as err:
         raise APIError(400, str(err), param="block_size") from None
-    if len(prompt) > config.max_prompt_tokens:
-        raise APIError(400, f"prompt has {len(prompt)} tokens; this server accepts at most "
-                            f"{config.max_prompt_tokens}", param="prompt", code="context_length_exceeded")
-    # Engine.submit refuses this too (and a mode without its mask token); checked here as well so
-    # that the API error names the parameter at fault.
-    bad = [t for t in prompt if t >= model.vocab_size]
-    if bad:
-        raise APIError(400, f"prompt token ids must be < {model.vocab_size} (the vocabulary), got {bad[:5]}",
-                       param="prompt")
-    room = config.max_context - len(prompt)
-    asked = getattr(body, "max_completion_tokens", None) or body.max_tokens
-    if asked is not None and asked > room:
-        raise APIError(400, f"max_tokens {asked} + prompt {len(prompt)} tokens exceeds the context of "
-                            f"{config.max_context} tokens", param="max_tokens", code="context_length_exceeded")
-    default_max = config.default_chat_max_tokens if chat else config.default_max_tokens
+    asked = body.max_completion_tokens if chat and body.max_completion_tokens is not None else body.max_tokens
+    echo = bool(getattr(body, "echo", False))
+    if asked == 0 and not echo:
+        raise APIError(400, "max_tokens 0 generates nothing; it is only useful with echo (prompt logprobs)",
+                       param="max_tokens")
+    logprobs = requested_logprobs(body)
     stops = body.stop_list()
     if stops and tokenizer is None:
         raise APIError(400, "stop strings need a tokenizer; this model has none", param="stop")
-    gen = GenerationConfig(
-        max_new_tokens=asked if asked is not None else max(1, min(default_max, room)),
-        sampling=SamplingParams(temperature=body.temperature, top_p=body.top_p, seed=body.seed),
-        eos_token_ids=tuple(eos_token_ids),
-        stop=StopStrings(tokenizer, stops) if stops else None,
-        block_size=block,
-        **(thresholds(body.threshold) if body.threshold is not None else thresholds()),
-    )
-    return Translation(Request(prompt, gen, mode, sink=lambda e: None), stops)
+    default_max = config.default_chat_max_tokens if chat else config.default_max_tokens
+    requests = []
+    for i, prompt in enumerate(prompts):
+        where = f"prompt[{i}]" if len(prompts) > 1 else "prompt"
+        if len(prompt) > config.max_prompt_tokens:
+            raise APIError(400, f"{where} has {len(prompt)} tokens; this server accepts at most "
+                                f"{config.max_prompt_tokens}", param="prompt", code="context_length_exceeded")
+        # Engine.submit refuses this too (and a mode without its mask token); checked here as well
+        # so that the API error names the parameter at fault.
+        bad = [t for t in prompt if t >= model.vocab_size]
+        if bad:
+            raise APIError(400, f"{where} token ids must be < {model.vocab_size} (the vocabulary), got {bad[:5]}",
+                           param="prompt")
+        room = config.max_context - len(prompt)
+        if asked is not None and asked > room:
+            raise APIError(400, f"max_tokens {asked} + {where} {len(prompt)} tokens exceeds the context of "
+                                f"{config.max_context} tokens", param="max_tokens", code="context_length_exceeded")
+        gen = GenerationConfig(
+            max_new_tokens=max(asked, 1) if asked is not None else max(1, min(default_max, room)),
+            sampling=SamplingParams(temperature=body.temperature, top_p=body.top_p, seed=body.seed),
+            eos_token_ids=tuple(eos_token_ids),
+            stop=StopStrings(tokenizer, stops) if stops else None,
+            block_size=block,
+            **(thresholds(body.threshold) if body.threshold is not None else thresholds()),
+        )
+        requests.append(Request(prompt, gen, mode, sink=lambda e: None, logprobs=logprobs, echo=echo,
+                                generate=asked != 0))
+    return Translation(requests, stops)
+
+
+def requested_logprobs(body: CompletionRequest | ChatRequest) -> int | None:
+    """Alternatives to score per token, or None when the body asks for no logprobs."""
+    if isinstance(body, ChatRequest):
+        if body.top_logprobs is not None and not body.logprobs:
+            raise APIError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
+        return (body.top_logprobs or 0) if body.logprobs else None
+    return body.logprobs
 
 
 def check_model(name: str, config: ServerConfig) -> None:
@@ -100,16 +123,23 @@ def check_model(name: str, config: ServerConfig) -> None:
                        param="model", code="model_not_found")
 
 
-def completion_prompt(body: CompletionRequest, tokenizer) -> list[int]:
-    if isinstance(body.prompt, list) and body.prompt and isinstance(body.prompt[0], int):
-        prompt = list(body.prompt)
-    else:
-        if tokenizer is None:
-            raise APIError(400, "this model has no tokenizer: send the prompt as a list of token ids", param="prompt")
-        prompt = tokenizer.encode(body.prompt if isinstance(body.prompt, str) else body.prompt[0])
-    if not prompt:
-        raise APIError(400, "prompt is empty after tokenization", param="prompt")
-    return prompt
+def completion_prompts(body: CompletionRequest, tokenizer) -> list[list[int]]:
+    """The prompts of a completions body: a string, a list of strings, a list of token ids, or a
+    list of lists of token ids (several prompts: one choice each)."""
+    given = body.prompt
+    if isinstance(given, str) or (given and isinstance(given[0], int)):
+        given = [given]
+    prompts = []
+    for i, item in enumerate(given):
+        where = f"prompt[{i}]" if len(given) > 1 else "prompt"
+        if isinstance(item, str):
+            if tokenizer is None:
+                raise APIError(400, "this model has no tokenizer: send the prompt as token ids", param="prompt")
+            item = tokenizer.encode(item)
+        if not item:
+            raise APIError(400, f"{where} is empty after tokenization", param="prompt")
+        prompts.append(list(item))
+    return prompts
 
 
 def chat_prompt(body: ChatRequest, tokenizer) -> list[int]:
@@ -124,6 +154,10 @@ def chat_prompt(body: ChatRequest, tokenizer) -> list[int]:
 def validation_error(errors: Sequence[dict[str, Any]]) -> APIError:
     """A 400 for a body that failed the schema (pydantic's errors), naming the first bad field."""
     parts, param = [], None
+    prompt = [e for e in errors if tuple(e.get("loc", ()))[1:2] == ("prompt",)]
+    if prompt and len(prompt) > 1:  # one error per form the union allows: say what the forms are
+        sizes = sorted({e.get("msg") for e in prompt if e.get("type") in ("too_long", "too_short")})
+        return APIError(400, "; ".join([PROMPT_FORMS, *sizes]), param="prompt")
     for err in errors:
         loc = [str(x) for x in err.get("loc", ()) if x != "body"]
         if err.get("type") == "json_invalid":

@@ -111,7 +111,7 @@ class DraftEvaluator:
         rows = [dataset[i] for i in range(min(cfg.eval_rows, len(dataset)))]
         self.x0 = torch.stack([r["input_ids"] for r in rows]).to(device)
         self.loss_mask = torch.stack([r["loss_mask"] for r in rows]).to(device)
-        self.cfg, self.model, self.best, self.base = cfg, model, best, base
+        self.cfg, self.model, self.best, self.base, self.tokenizer = cfg, model, best, base, tokenizer
         self.teachers: list = []  # the held-out set is fixed: its frozen passes are made once (with a top-k)
         self.best_score = float("-inf")
 
@@ -145,12 +145,12 @@ class DraftEvaluator:
             record.pop(key)
         if score > self.best_score:
             self.best_score = score
-            save_delta(self.model, self.best, self.base, [self.model.config.mask_token_id], record)
+            save_delta(self.model, self.best, self.base, [self.model.config.mask_token_id], record, self.tokenizer)
             result["best"] = True
         every = self.cfg.snapshot_every
         if every and step % every == 0:
             save_delta(self.model, self.best.parent / "snapshots" / f"step_{step:06d}", self.base,
-                       [self.model.config.mask_token_id], record)
+                       [self.model.config.mask_token_id], record, self.tokenizer)
         return result
 
 
@@ -187,7 +187,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> list[dict]:
                 model, _ = prepare_model(cfg, "cpu")
                 model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()}, strict=False)
         if env.main and cfg.objective.kind == "adapter":
-            save_delta(model.eval(), final, _base_of(cfg), [model.config.mask_token_id], _training_record(cfg, records))
+            save_delta(model.eval(), final, _base_of(cfg), [model.config.mask_token_id], _training_record(cfg, records),
+                       tokenizer)
         elif env.main:
             save_pretrained(model.eval(), final, tokenizer=tokenizer)
         env.barrier()
