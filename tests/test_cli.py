@@ -161,3 +161,15 @@ def test_generate_streams_the_text_it_prints_at_the_end(capsys, tmp_path):
     assert streamed[0] == ended[0] == 0
     assert streamed[1] == ended[1] == report["text"] + "\n"
     assert "loading" in streamed[2] and "tok/fwd" in streamed[2]
+
+
+def test_the_help_names_every_command_accurately(capsys):
+    from trimode.cli import COMMANDS
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert exit_.value.code == 0
+    for name in COMMANDS:
+        assert f"\n    {name} " in out or f"\n    {name}\n" in out, name
+    assert "extra" not in out  # serving needs nothing beyond the first install

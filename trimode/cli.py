@@ -17,7 +17,7 @@ from .cli_common import UsageError
 COMMANDS = {
     "generate": ("trimode.generate", "add_arguments", "run", "generate text in one of the four modes"),
     "demo": ("trimode.demo", "add_arguments", "run", "the default model in every mode, streamed, then a table"),
-    "serve": ("trimode.server.cli", "add_arguments", "run", "OpenAI-compatible server (needs the 'serve' extra)"),
+    "serve": ("trimode.server.cli", "add_arguments", "run", "OpenAI-compatible server: completions, chat, logprobs, Prometheus metrics"),
     "bench": ("trimode.bench", "add_arguments", "run",
               "benchmarks (prints a table and a JSON line); without a name: the suite"),
     "eval": ("trimode.eval.cli", "add_arguments", "run", "accuracy per mode: HumanEval pass@1, GSM8K exact match"),

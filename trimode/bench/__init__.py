@@ -13,6 +13,7 @@ BENCHMARKS = {
     "serve-load": "serve_load",
     "forward-curve": "forward_curve",
     "draft-curve": "draft_curve",
+    "lm-eval": "lm_eval",
 }
 
 

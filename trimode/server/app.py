@@ -77,11 +77,9 @@ def create_app(engine: Engine, tokenizer, eos_token_ids: tuple[int, ...], config
 
     async def answer(body: CompletionRequest | ChatRequest, http: HTTPRequest, chat: bool):
         reqs, stops = translate(body, tokenizer, model, config, eos_token_ids)
-        first = Reply(chat, config.model_name, tokenizer, stops, index=0, prompt=reqs[0].prompt,
-                      echo=reqs[0].echo, logprobs=reqs[0].logprobs)
-        replies = [first] + [Reply(chat, config.model_name, tokenizer, stops, first.id, first.created, index=i,
-                                   prompt=r.prompt, echo=r.echo, logprobs=r.logprobs)
-                             for i, r in enumerate(reqs[1:], start=1)]
+        first = Reply(chat, config.model_name)  # the id and time every choice's objects share
+        replies = [Reply(chat, config.model_name, tokenizer, stops, first.id, first.created, index=i,
+                         prompt=r.prompt, echo=r.echo, logprobs=r.logprobs) for i, r in enumerate(reqs)]
         return await respond(engine, http, reqs, replies, body.stream, metrics)
 
     return app
@@ -101,8 +99,10 @@ async def respond(engine: Engine, http: HTTPRequest, reqs: list[Request], replie
         # batch together, and refusals are plain HTTP errors even when streaming.
         for req in reqs:
             relays.append(relay(engine, http, req, metrics))
-        firsts = [await anext(events) for events in relays]
+        firsts = [await anext(events, None) for events in relays]
         for event in firsts:
+            if event is None:  # the client left before anything came
+                raise APIError(499, "client closed the request")
             if event.kind == "error":
                 raise APIError(500, f"generation failed: {event.message}")
     except BaseException:

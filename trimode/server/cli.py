@@ -30,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def build(args: argparse.Namespace):
     """(app, engine) from parsed arguments; the model is loaded here."""
-    from .app import ServerConfig, create_app  # needs the 'serve' extra (fastapi)
+    from .app import ServerConfig, create_app  # fastapi: imported only when serving
 
     loaded = load_from_args(args, verbose=True)
     cfg = loaded.config
