@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 
+import pytest
 import tokenizers
 import torch
 import uvicorn
@@ -68,3 +69,25 @@ class LiveServer:
         self.thread.join(timeout=10)
         self.engine.close()
         torch.set_num_threads(self.threads)
+
+
+# The tiny model, live server and openai client the API tests share: a test module imports them
+# (`from live_server import client, model, server`) and gets one of each per module.
+@pytest.fixture(scope="module")
+def model():
+    from conftest import tri_tiny  # tests/conftest.py
+
+    return tri_tiny(seed=0)
+
+
+@pytest.fixture(scope="module")
+def server(model):
+    with LiveServer(model, max_context=256) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    import openai
+
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)

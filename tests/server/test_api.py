@@ -10,25 +10,9 @@ import httpx
 import openai
 import pytest
 from conftest import tri_tiny  # pytest puts tests/ on sys.path
-from live_server import LiveServer  # tests/server is on sys.path too
+from live_server import LiveServer, client, model, server  # noqa: F401 -- shared fixtures; tests/server is on sys.path
 
 from trimode.decoding import GenerationConfig, decoder_for
-
-
-@pytest.fixture(scope="module")
-def model():
-    return tri_tiny(seed=0)
-
-
-@pytest.fixture(scope="module")
-def server(model):
-    with LiveServer(model, max_context=256) as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
 
 
 def test_models_and_health(server, client):

@@ -7,14 +7,8 @@ from __future__ import annotations
 import httpx
 import pytest
 from conftest import tri_tiny  # pytest puts tests/ on sys.path
-from live_server import LiveServer  # tests/server is on sys.path too
+from live_server import LiveServer, model, server  # noqa: F401 -- shared fixtures; tests/server is on sys.path
 from prometheus_client.parser import text_string_to_metric_families
-
-
-@pytest.fixture(scope="module")
-def server():
-    with LiveServer(tri_tiny(seed=0), max_context=256) as srv:
-        yield srv
 
 
 def scrape(server) -> dict[tuple[str, tuple], float]:
