@@ -41,7 +41,9 @@ class TokenText:
     def __init__(self, tokenizer) -> None:
         self.tokenizer = tokenizer
         backend = getattr(tokenizer, "backend", None)
-        self.byte_level = backend is not None and '"ByteLevel"' in backend.to_str()
+        # The decoder's own settings (a few bytes), not the whole tokenizer's JSON: this runs per reply.
+        decoder = getattr(backend, "decoder", None)
+        self.byte_level = decoder is not None and b'"ByteLevel"' in decoder.__getstate__()
         self.special = ({i: t.content for i, t in backend.get_added_tokens_decoder().items()}
                         if backend is not None else {})
 
