@@ -144,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=4, help="lm-eval's --batch_size: prompts per request")
     p.add_argument("--work", default=None, help="folder for tasks, server logs and lm-eval outputs (default: a temp dir)")
     p.add_argument("--out", default=None, help="also write the JSON here")
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = p.parse_args(argv)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     bad = [m for m in modes if m not in ENGINE_MODES]
@@ -169,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
                       "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()), flush=True)
         finally:
             server.close()
-    result = {"benchmark": "lm-eval", "model": model, "batch_size": args.batch_size, "runs": runs,
-              "machine": machine_info()}
+    result = {"benchmark": "lm-eval", "command": "trimode bench lm-eval " + " ".join(argv), "model": model,
+              "batch_size": args.batch_size, "runs": runs, "machine": machine_info()}
     write_result(result, args.out)
     return 0
