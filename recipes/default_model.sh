@@ -14,6 +14,9 @@
 # OUT/train/best and snapshots for the curve; (4) the benchmark of the best delta on held-out
 # prompts. Every step skips what is already done, and training resumes from its last checkpoint:
 # run the script again after an interruption. Copy OUT/train/best to trimode/default_model/ to ship it.
+# To give the CPU to something else for a while without a restart (which would empty the in-memory
+# store of frozen passes): touch OUT/train/PAUSE; the run waits after its current step, and the
+# wait is not counted in its training minutes; rm the file to go on.
 # The answers distilled so far are committed in recipes/default_model_data/: copy them into OUT
 # (cp -r recipes/default_model_data/* "$OUT"/) to skip distilling those shards again.
 set -euo pipefail
