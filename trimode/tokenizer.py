@@ -142,7 +142,6 @@ class Tokenizer:
         if self.chat_template:
             (folder / "chat_template.jinja").write_text(self.chat_template)
 
-
     def _bos_missing(self) -> bool:
         ids = self.backend.encode("a", add_special_tokens=True).ids
         return not ids or ids[0] != self.bos_token_id

@@ -1,3 +1,4 @@
+# ruff: noqa: F811 -- the fixtures imported from live_server are pytest fixtures, named as test arguments
 """The server through the official openai client and raw HTTP: completions and chat, streamed and
 not, per-request modes, seeds, stop strings, every refusal as a clean 4xx, and a disconnect that
 frees the cache rows. One real uvicorn server on a free port serves a tiny tri-mode model."""
@@ -9,7 +10,6 @@ import time
 import httpx
 import openai
 import pytest
-from conftest import tri_tiny  # pytest puts tests/ on sys.path
 from live_server import LiveServer, client, model, server  # noqa: F401 -- shared fixtures; tests/server is on sys.path
 
 from trimode.decoding import GenerationConfig, decoder_for

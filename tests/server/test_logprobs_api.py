@@ -1,3 +1,4 @@
+# ruff: noqa: F811 -- the fixtures imported from live_server are pytest fixtures, named as test arguments
 """The completions API as OpenAI and vLLM take it: batched prompts (text or ids) with one indexed
 choice each, echo, logprobs with top alternatives and text offsets (the verifier's scores in every
 mode), prompt scoring with max_tokens 0, chat logprobs, streaming of several prompts, and a clear
@@ -8,9 +9,7 @@ from __future__ import annotations
 import json
 
 import httpx
-import openai
 import pytest
-from conftest import tri_tiny  # pytest puts tests/ on sys.path
 from live_server import LiveServer, client, model, server  # noqa: F401 -- shared fixtures; tests/server is on sys.path
 
 from trimode.decoding import GenerationConfig, decoder_for

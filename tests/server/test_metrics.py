@@ -1,3 +1,4 @@
+# ruff: noqa: F811 -- the fixtures imported from live_server are pytest fixtures, named as test arguments
 """``/metrics`` in the Prometheus text format: what prometheus_client's own parser reads back,
 labelled by mode, counting each finished request once; the engine's JSON behind Accept or
 ?format=json."""

@@ -248,15 +248,13 @@ class Trainer:
             tqdm.write(f"eval step {self.step}: " + ", ".join(
                 f"{k} {v:.3f}" for k, v in result.items() if isinstance(v, float)))
 
-    def _wait_while_paused(self, bar) -> float:
-        """Sleep while ``OUTPUT/PAUSE`` exists; the seconds waited."""
-        start = time.perf_counter()
+    def _wait_while_paused(self, bar) -> None:
+        """Sleep while ``OUTPUT/PAUSE`` exists (between steps, outside any step's time)."""
         if self.pause_path.exists():
             bar.set_description_str(f"paused (remove {self.pause_path} to go on)")
             while self.pause_path.exists():
                 time.sleep(1.0)
             bar.set_description_str(f"train[{self.cfg.objective.kind}]")
-        return time.perf_counter() - start
 
     def run(self, resume: bool = False, evaluate: Callable[[int], dict[str, Any]] | None = None) -> list[dict[str, Any]]:
         """Train to ``max_steps``; ``evaluate(step)`` (held-out metrics) runs at the start and every
