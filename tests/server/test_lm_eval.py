@@ -7,17 +7,12 @@ the server's logprobs equals trimode's own AR scoring of the same tokens to 1e-4
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 from conftest import tiny_text_checkpoint  # pytest puts tests/ on sys.path
-from live_server import free_port  # tests/server is on sys.path too
 
+from trimode.bench.lm_eval import Server, run_lm_eval
 from trimode.decoding.score import score
 from trimode.model import load
 
@@ -59,43 +54,22 @@ def write_tasks(folder: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
+    """A live ``trimode serve`` process (the benchmark's launcher: it waits for /health)."""
     root = tmp_path_factory.mktemp("lm_eval")
     folder = tiny_text_checkpoint(root)
-    port = free_port()
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "trimode.cli", "serve", "--model", str(folder), "--mode", "ar",
-                             "--port", str(port), "--served-model-name", "tiny"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    url = f"http://127.0.0.1:{port}"
+    server = Server(str(folder), "ar", "cpu", root / "serve.log")
     try:
-        for _ in range(240):
-            if proc.poll() is not None:
-                pytest.fail(f"trimode serve exited: {proc.stdout.read()}")
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.25)
-        else:
-            pytest.fail("trimode serve did not come up in 60 s")
-        yield root, folder, url
+        yield root, folder, server
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        server.close()
 
 
 def test_lm_eval_runs_both_tasks_and_its_loglikelihoods_match_ar_scoring(served):
-    root, folder, url = served
+    root, folder, server = served
     tasks, out = write_tasks(root / "tasks"), root / "results"
-    env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    args = ["run", "--model", "local-completions", "--tasks", "tiny_mc,tiny_gen", "--include_path", str(tasks),
-            "--model_args", f"model=tiny,base_url={url}/v1/completions,tokenizer={folder},"
-                            "tokenizer_backend=huggingface,num_concurrent=1,max_retries=1",
-            "--batch_size", "4", "--output_path", str(out), "--log_samples"]
-    run = subprocess.run([sys.executable, "-m", "lm_eval", *args], capture_output=True, text=True, env=env,
-                         timeout=600)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    results = json.loads(next(out.rglob("results_*.json")).read_text())["results"]
+    # `lm-eval run --model local-completions` in its own process, batch 4, default tokenized_requests.
+    results, _, command = run_lm_eval(server, str(folder), ["tiny_mc", "tiny_gen"], tasks, out, batch=4, chat=False)
+    assert "tokenized_requests" not in " ".join(command) and command[command.index("--batch_size") + 1] == "4"
     assert 0.0 <= results["tiny_mc"]["acc,none"] <= 1.0
     assert 0.0 <= results["tiny_gen"]["exact_match,none"] <= 1.0
 

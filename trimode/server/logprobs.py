@@ -35,17 +35,21 @@ def _byte_decoder() -> dict[str, int]:
     return {chr(c): b for b, c in zip(keep, chars)}
 
 
+@lru_cache(maxsize=8)
+def _vocabulary_facts(tokenizer) -> tuple[bool, dict[int, str]]:
+    """Whether the vocabulary is byte-level, and the special tokens' texts: read once per tokenizer,
+    not per reply."""
+    backend = tokenizer.backend
+    byte_level = backend.decoder is not None and b'"ByteLevel"' in backend.decoder.__getstate__()
+    return byte_level, {i: t.content for i, t in backend.get_added_tokens_decoder().items()}
+
+
 class TokenText:
     """Each token's bytes and text, for one tokenizer (or none)."""
 
     def __init__(self, tokenizer) -> None:
         self.tokenizer = tokenizer
-        backend = getattr(tokenizer, "backend", None)
-        # The decoder's own settings (a few bytes), not the whole tokenizer's JSON: this runs per reply.
-        decoder = getattr(backend, "decoder", None)
-        self.byte_level = decoder is not None and b'"ByteLevel"' in decoder.__getstate__()
-        self.special = ({i: t.content for i, t in backend.get_added_tokens_decoder().items()}
-                        if backend is not None else {})
+        self.byte_level, self.special = _vocabulary_facts(tokenizer) if tokenizer is not None else (False, {})
 
     def bytes(self, token: int) -> bytes:
         if self.tokenizer is None:
