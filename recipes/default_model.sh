@@ -56,7 +56,9 @@ done
 # A new stretch on a fresh machine, whose checkpoints are gone, warm-starts from the shipped delta:
 # INIT=trimode/default_model (its adapter, scope and layers are kept; the optimizer starts anew).
 INIT=${INIT:-$BASE}
-RESUME=(); [ -f "$OUT/train/checkpoints/latest.json" ] && RESUME=(--resume)
+# Resume when any checkpoint folder exists (trimode train picks the newest that verifies; latest.json is
+# only a pointer for people). A longer STEPS (and the warmup derived from it) needs no --override.
+RESUME=(); compgen -G "$OUT/train/checkpoints/step-*" > /dev/null && RESUME=(--resume)
 trimode train --model "$INIT" --device "$DEVICE" --objective adapter --mask-token "<empty_output>" --train-mask-embedding no \
   --adapter-rank "$RANK" --adapter-alpha $((2 * RANK)) --adapter-targets "$TARGETS" --adapter-top-layers "$TOP" \
   --adapter-scope masks --block-size "$BLOCK" --draft-loss all --draft-gamma 0.8 --distill-topk 32 \

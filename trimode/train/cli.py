@@ -31,7 +31,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save-every", type=int, default=0, help="checkpoint every N steps (0: only at the end)")
     p.add_argument("--keep-checkpoints", type=int, default=2)
-    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --output")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the newest checkpoint in --output that verifies (an error when there is none)")
+    p.add_argument("--override", action="store_true",
+                   help="--resume even when the configuration changed (lr, objective, ...; a longer --max-steps "
+                        "and save/eval/snapshot cadences need no --override)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     p.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA")
@@ -93,7 +97,7 @@ def run_train(args: argparse.Namespace) -> int:
         teacher_store_mb=args.teacher_store_mb, eval_data=tuple(args.eval_data), eval_every=args.eval_every,
         eval_rows=args.eval_rows, snapshot_every=args.snapshot_every, progress=not args.no_progress,
     )
-    records = train(cfg, resume=args.resume)
+    records = train(cfg, resume=args.resume, override=args.override)
     if records and os.environ.get("RANK", "0") == "0":
         last = records[-1]
         print(f"step {last['step']}: loss {last['loss']:.4f}; wrote {args.output}/final", flush=True)

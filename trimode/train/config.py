@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import json
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
 from ..config import ADAPTER_SCOPES
 from .objective import ObjectiveConfig
 from .schedule import SCHEDULES
+
+# What a resumed run may change without --override. Every other key (any key added later too) is
+# part of the run's identity: the model, what trains and how (objective, adapter shape, mask token),
+# the data order (seed, seq_len, batch_size), the optimizer and its schedule (lr, min_lr_ratio,
+# schedule, weight decay, betas, clip), the parameter dtype, and the held-out set the best adapter is
+# chosen on (eval_data, eval_rows: its scores are compared across the whole run). Free are: how long
+# the run goes (max_steps, and warmup, which the shipped recipe derives from the step count: a longer
+# run re-plans the schedule of the steps not yet taken, as max_steps does); how often it saves,
+# evaluates, snapshots and logs; where and how the same steps are computed (device, amp, FSDP,
+# micro-batches, gradient checkpointing, attention kernel, the teacher-store cache); the data paths,
+# whose content the data order checks by fingerprint on resume; and the output folder, which may move.
+RESUMABLE_CHANGES = frozenset({
+    "output", "data", "max_steps", "warmup", "save_every", "keep_checkpoints", "eval_every", "snapshot_every",
+    "log_every", "progress", "device", "amp", "fsdp", "micro_batch", "gradient_checkpointing", "teacher_store_mb",
+    "objective.attention",
+})
 
 
 @dataclass(frozen=True)
@@ -77,10 +94,37 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         d = dict(d)
         d["objective"] = ObjectiveConfig(**d["objective"])
         d["data"] = tuple(d["data"])
         d["adapter_targets"] = tuple(d["adapter_targets"])
         d["eval_data"] = tuple(d.get("eval_data", ()))
         return cls(**d)
+
+
+def _defaults() -> dict[str, Any]:
+    """TrainConfig's defaults as a checkpoint saves them (the keys without a default aside)."""
+    out: dict[str, Any] = {}
+    for f in fields(TrainConfig):
+        if f.default is not MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not MISSING:
+            value = f.default_factory()
+            out[f.name] = asdict(value) if f.name == "objective" else value
+    return json.loads(json.dumps(out))
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in d.items():
+        out.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return out
+
+
+def config_changes(saved: dict[str, Any], current: TrainConfig) -> list[str]:
+    """``key: old -> new`` for each identity key (not in RESUMABLE_CHANGES) that ``current`` changes
+    from ``saved`` (a checkpoint's config; keys it predates count as their defaults)."""
+    old = _flat(_defaults()) | _flat(saved)
+    new = _flat(json.loads(json.dumps(current.to_dict())))  # tuples as lists, as saved
+    return [f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in new if k not in RESUMABLE_CHANGES and old.get(k) != new[k]]

@@ -4,7 +4,6 @@ write the result as a loadable checkpoint folder ``<output>/final``: full weight
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -18,7 +17,7 @@ from ..model.loading import save_pretrained
 from ..model.transformer import Transformer
 from .config import TrainConfig
 from .distributed import DistEnv
-from .trainer import Trainer
+from .trainer import Trainer, read_records
 
 
 def prepare_model(cfg: TrainConfig, device: str):
@@ -116,9 +115,8 @@ class DraftEvaluator:
         self.best_score = float("-inf")
 
     def restore(self, eval_path: Path) -> None:
-        if eval_path.is_file():
-            scores = [json.loads(ln).get("accepted_per_block", float("-inf")) for ln in eval_path.read_text().splitlines() if ln]
-            self.best_score = max(scores, default=float("-inf"))
+        records, _ = read_records(eval_path)  # a killed run's partial last line is dropped on resume
+        self.best_score = max((r.get("accepted_per_block", float("-inf")) for r in records), default=float("-inf"))
 
     def __call__(self, step: int) -> dict:
         from .draft_objective import teacher_for
@@ -165,7 +163,9 @@ def build_batches(cfg: TrainConfig, tokenizer, env: DistEnv):
     return Batches(dataset, cfg.batch_size, cfg.seed, rank=env.rank, world_size=env.world), dataset
 
 
-def train(cfg: TrainConfig, resume: bool = False) -> list[dict]:
+def train(cfg: TrainConfig, resume: bool = False, override: bool = False) -> list[dict]:
+    """Train as ``cfg`` says; ``resume``: from the newest good checkpoint in ``cfg.output`` (an error
+    when there is none), refusing a changed configuration unless ``override``."""
     env = DistEnv.from_env(cfg.device)
     try:
         torch.manual_seed(cfg.seed)
@@ -179,7 +179,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> list[dict]:
             evaluate = DraftEvaluator(cfg, model, tokenizer, Path(cfg.output) / "best", _base_of(cfg), env.device)
             if resume:
                 evaluate.restore(trainer.eval_path)
-        records = trainer.run(resume=resume, evaluate=evaluate)
+        records = trainer.run(resume=resume, evaluate=evaluate, override=override)
         final = Path(cfg.output) / "final"
         if cfg.fsdp and env.world > 1:
             state = trainer.trainable_state()  # a collective: every rank takes part

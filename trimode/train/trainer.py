@@ -9,6 +9,8 @@ reported is the same global average, identical on every rank.
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
@@ -21,13 +23,18 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions
 from tqdm import tqdm
 
 from ..model.transformer import Transformer
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from .config import TrainConfig
+from .checkpoint import (
+    CheckpointError,
+    newest_checkpoint,
+    pointer_problem,
+    remove_stale_temporaries,
+    save_checkpoint,
+)
+from .config import TrainConfig, config_changes
 from .distributed import DistEnv
 from .draft_objective import Teacher, TeacherStore, teacher_for
 from .objective import LossTerms, adapter_terms, ar_terms, corrupt, joint_terms
 from .schedule import lr_at
-
 
 # Checkpoints hold whole (unsharded) tensors on the CPU, whatever the parallelism that wrote them.
 _GATHER = StateDictOptions(full_state_dict=True, cpu_offload=True)
@@ -146,33 +153,77 @@ class Trainer:
         self.env.barrier()
         return path
 
-    def resume(self) -> bool:
-        from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
-
-        path = latest_checkpoint(self.output)
-        if path is None:
-            return False
-        model_state, optim_state, meta = load_checkpoint(path)
-        # Only the trainable tensors are saved, so the model state is loaded non-strictly.
-        set_model_state_dict(self.module, model_state, options=StateDictOptions(full_state_dict=True, strict=False))
-        set_optimizer_state_dict(self.module, self.optimizer, optim_state, options=StateDictOptions(full_state_dict=True))
-        self.batches.load_state_dict(meta["data"])
-        self.step = int(meta["step"])
+    def _say(self, message: str) -> None:
         if self.env.main:
-            kept = self._truncate(self.metrics_path, self.step)
-            self.train_seconds = sum(json.loads(ln).get("step_s", 0.0) for ln in kept)
-            self._truncate(self.eval_path, self.step)
+            print(f"trimode: {message}", file=sys.stderr, flush=True)
+
+    def resume(self, override: bool = False) -> None:
+        """Continue from the newest checkpoint that verifies; :class:`CheckpointError` when there is
+        none, or when this run's configuration changes an identity key of the checkpoint's (unless
+        ``override``)."""
+        from torch.distributed.checkpoint.state_dict import (
+            set_model_state_dict,
+            set_optimizer_state_dict,
+        )
+
+        root = self.output / "checkpoints"
+        found, rejected = newest_checkpoint(self.output)
+        if found is None and rejected:
+            raise CheckpointError(f"cannot resume: no usable checkpoint in {root} ("
+                                  + "; ".join(f"{p.name}: {why}" for p, why in rejected) + ")")
+        if found is None:
+            raise CheckpointError(f"--resume: no checkpoint in {root} to resume from "
+                                  "(run without --resume to start at step 0)")
+        saved = found.meta["config"] if isinstance(found.meta["config"], dict) else {}
+        changes = config_changes(saved, self.cfg)
+        if changes and not override:
+            raise CheckpointError(f"cannot resume from {found.path}: the configuration changed ({'; '.join(changes)}); "
+                                  "pass --override to resume with the new values, or use another --output")
+        for path, why in rejected:
+            self._say(f"warning: checkpoint {path.name} is unusable: {why}; falling back to {found.path.name}")
+        problem = pointer_problem(self.output)
+        if problem:
+            self._say(f"note: {root / 'latest.json'} is {problem}; resuming from the newest step folder")
+        if not found.verified:
+            self._say(f"note: checkpoint {found.path.name} has no checksums (written before they were recorded): "
+                      "its files are not verified")
+        if changes:
+            self._say(f"note: resuming with a changed configuration (--override): {'; '.join(changes)}")
+        try:
+            # Only the trainable tensors are saved, so the model state is loaded non-strictly.
+            set_model_state_dict(self.module, found.model, options=StateDictOptions(full_state_dict=True, strict=False))
+            set_optimizer_state_dict(self.module, self.optimizer, found.optimizer,
+                                     options=StateDictOptions(full_state_dict=True))
+        except (KeyError, RuntimeError, ValueError) as err:
+            raise CheckpointError(f"cannot resume from {found.path}: its weights or optimizer state do not fit "
+                                  f"this run's trainable parameters ({err})") from None
+        self.batches.load_state_dict(found.meta["data"])
+        found.restore_rng()
+        self.step = found.step
+        if self.env.main:
+            for path in (self.metrics_path, self.eval_path):
+                kept, dropped = self._truncate(path, self.step)
+                if path == self.metrics_path:
+                    self.train_seconds = sum(r.get("step_s", 0.0) for r in kept)
+                if dropped:
+                    self._say(f"note: dropped {dropped} unreadable line{'s' * (dropped > 1)} of {path} "
+                              "(a write the killed run did not finish)")
         self.env.barrier()
-        return True
 
     @staticmethod
-    def _truncate(path: Path, step: int) -> list[str]:
-        """Drop lines a killed run logged after its last checkpoint; the resumed run rewrites them."""
-        if not path.is_file():
-            return []
-        kept = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
-        path.write_text("".join(ln + "\n" for ln in kept))
-        return kept
+    def _truncate(path: Path, step: int) -> tuple[list[dict[str, Any]], int]:
+        """One line per step up to ``step``: a killed run logged lines after its last checkpoint that
+        the resumed run writes again, and its last line can be partial. The last line of a step
+        wins (the run that wrote the checkpoint wrote it last). Returns the records and the number
+        of unreadable lines dropped."""
+        records, dropped = read_records(path)
+        by_step = {r["step"]: r for r in records if r["step"] <= step}
+        kept = [by_step[s] for s in sorted(by_step)]
+        if path.is_file():
+            tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            os.replace(tmp, path)
+        return kept, dropped
 
     # ----------------------------------------------------------------- loop
     def _micro_batches(self, batch: dict[str, torch.Tensor]) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
@@ -256,14 +307,22 @@ class Trainer:
                 time.sleep(1.0)
             bar.set_description_str(f"train[{self.cfg.objective.kind}]")
 
-    def run(self, resume: bool = False, evaluate: Callable[[int], dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    def run(self, resume: bool = False, evaluate: Callable[[int], dict[str, Any]] | None = None,
+            override: bool = False) -> list[dict[str, Any]]:
         """Train to ``max_steps``; ``evaluate(step)`` (held-out metrics) runs at the start and every
-        ``eval_every`` steps."""
+        ``eval_every`` steps. ``resume``: from the newest good checkpoint (``override``: even when
+        the configuration changed)."""
         cfg, env = self.cfg, self.env
         self.output.mkdir(parents=True, exist_ok=True)
-        if resume and self.resume() and env.main:
-            tqdm.write(f"resumed from step {self.step}")
-        elif not resume and env.main:
+        if env.main:
+            for path, size in remove_stale_temporaries(self.output):
+                self._say(f"note: removed stale {path} ({size / 2**20:.1f} MiB) left by a killed run")
+        env.barrier()
+        if resume:
+            self.resume(override)
+            if env.main:
+                tqdm.write(f"resumed from step {self.step}")
+        elif env.main:
             for path in (self.metrics_path, self.eval_path):
                 path.unlink(missing_ok=True)
         if evaluate is not None and cfg.eval_every and self.step == 0:
@@ -290,6 +349,24 @@ class Trainer:
                 if (cfg.save_every and self.step % cfg.save_every == 0) or last:
                     self.save()
         return records
+
+
+def read_records(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """The JSON lines of a log that carry a step, and how many lines are not such records."""
+    if not path.is_file():
+        return [], 0
+    records, bad = [], 0
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            bad += bool(line.strip())
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int):
+            records.append(record)
+        else:
+            bad += 1
+    return records, bad
 
 
 def _readable(logs: dict[str, float]) -> dict[str, float]:
