@@ -93,3 +93,19 @@ def test_invalid_configs_are_refused():
         ModelConfig.from_hf({**tiny.to_hf(), "model_type": "gpt2"})
     with pytest.raises(ValueError, match=r"lacks required fields \['hidden_size'\]"):
         ModelConfig.from_hf({k: v for k, v in tiny.to_hf().items() if k != "hidden_size"})
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"hidden_size": "64"}, "hidden_size must be an integer, got '64'"),
+    ({"num_hidden_layers": True}, "num_hidden_layers must be an integer, got True"),
+    ({"num_hidden_layers": 200000}, "num_hidden_layers=200000 is above the limit"),
+    ({"head_dim": 15}, "head_dim must be even"),
+    ({"rms_norm_eps": 0.0}, "rms_norm_eps must be positive"),
+    ({"mask_token_id": 256}, "mask_token_id=256 is above the vocabulary's last id 255"),
+    ({"block_size": 2048}, "block_size=2048 is above max_position_embeddings 1024"),
+    ({"eos_token_ids": ("2",)}, "eos_token_id must be an integer"),
+])
+def test_config_values_are_checked_for_type_and_range(fields, message):
+    with pytest.raises(ValueError, match=message):
+        preset("tiny").replace(**fields)
+

@@ -14,7 +14,7 @@ import trimode
 ROOT = Path(trimode.__file__).parent
 # Lower layers never import higher ones; modules of one layer may import each other (without cycles).
 LAYERS = [
-    {"config", "tokenizer", "sampling", "masks", "cache", "runinfo"},
+    {"files", "config", "tokenizer", "sampling", "masks", "cache", "runinfo"},
     {"model"},
     {"decoding"},
     {"engine"},

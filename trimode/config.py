@@ -8,6 +8,8 @@ switches (q/k-norm, q/k/v bias, tied head, RoPE variant, sliding window).
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +27,39 @@ NLD_MODEL_TYPE = "nemotron_labs_diffusion"
 
 
 ADAPTER_SCOPES = ("block", "masks")
+# Far above every released model (the largest have ~130 layers, hidden sizes near 16k and
+# vocabularies near 256k), and low enough that no config can make a model, or anything sized from
+# its config, take absurd time or memory; positions stop being exact in RoPE past 2**24.
+SIZE_LIMITS = {
+    "vocab_size": 2**22,
+    "hidden_size": 2**16,
+    "intermediate_size": 2**20,
+    "num_hidden_layers": 1024,
+    "num_attention_heads": 1024,
+    "num_key_value_heads": 1024,
+    "head_dim": 4096,
+    "max_position_embeddings": 2**24,
+}
+
+
+def check_int(name: str, value: Any, low: int = 1, high: int | None = None, what: str = "the limit of") -> None:
+    """ValueError unless ``value`` is an integer (not a bool, float or string) in [low, high].
+    A value of the wrong JSON type is a bad value: ValueError is what commands report as one line."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+        raise ValueError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")  # noqa: TRY004
+    if value < low:
+        raise ValueError(f"{name} must be {'positive' if low == 1 else f'>= {low}'}, got {value}")
+    if high is not None and value > high:
+        raise ValueError(f"{name}={value} is above {what} {high}")
+
+
+def _number(name: str, value: Any, positive: bool = False) -> float:
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if positive and value <= 0:
+        raise ValueError(f"{name} must be positive, got {value}")
+    return float(value)
+
 
 @dataclass(frozen=True)
 class RopeConfig:
@@ -89,14 +124,27 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.adapter_scope not in ADAPTER_SCOPES:
             raise ValueError(f"adapter_scope must be one of {ADAPTER_SCOPES}, got {self.adapter_scope!r}")
+        for name, high in SIZE_LIMITS.items():
+            check_int(name, getattr(self, name), 1, high, "the limit (far beyond any released model) of")
         if self.num_attention_heads % self.num_key_value_heads:
             raise ValueError(
                 f"num_attention_heads={self.num_attention_heads} is not a multiple of "
                 f"num_key_value_heads={self.num_key_value_heads}"
             )
-        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "head_dim"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.head_dim % 2:
+            raise ValueError(f"head_dim must be even (RoPE rotates pairs of dimensions), got {self.head_dim}")
+        _number("rms_norm_eps", self.rms_norm_eps, positive=True)
+        for name in ("bos_token_id", "pad_token_id"):  # some configs write -1 for "none"
+            if getattr(self, name) is not None:
+                check_int(name, getattr(self, name), -(2**31))
+        for token in self.eos_token_ids:
+            check_int("eos_token_id", token, -(2**31))
+        if self.mask_token_id is not None:
+            check_int("mask_token_id", self.mask_token_id, 0, self.vocab_size - 1, "the vocabulary's last id")
+        if self.block_size is not None:
+            check_int("block_size", self.block_size, 1, self.max_position_embeddings, "max_position_embeddings")
+        if self.sliding_window is not None:
+            check_int("sliding_window", self.sliding_window, 1)
 
     @property
     def q_size(self) -> int:
@@ -127,7 +175,7 @@ class ModelConfig:
         if missing:
             raise ValueError(f"config.json lacks required fields {missing} for model_type={model_type!r}")
         heads = hf["num_attention_heads"]
-        head_dim = hf.get("head_dim") or hf["hidden_size"] // heads
+        head_dim = hf.get("head_dim") or _head_dim(hf["hidden_size"], heads)
         eos = hf.get("eos_token_id")
         eos_ids = tuple(eos) if isinstance(eos, (list, tuple)) else ((eos,) if eos is not None else ())
         is_qwen = model_type in ("qwen2", "qwen3")
@@ -216,8 +264,19 @@ _HF_ARCHITECTURES = {
 }
 
 
+def _head_dim(hidden: Any, heads: Any) -> int:
+    check_int("hidden_size", hidden)
+    check_int("num_attention_heads", heads)
+    if hidden % heads:
+        raise ValueError(f"hidden_size={hidden} is not divisible by num_attention_heads={heads} (and there is no head_dim)")
+    return hidden // heads
+
+
 def _rope_from_hf(hf: dict[str, Any]) -> RopeConfig:
     # transformers 5 puts everything in rope_parameters; 4.x uses rope_theta + rope_scaling.
+    for key in ("rope_parameters", "rope_scaling"):
+        if not isinstance(hf.get(key) or {}, dict):
+            raise ValueError(f"{key} must be an object, got {hf[key]!r}")  # noqa: TRY004 (see check_int)
     params = dict(hf.get("rope_parameters") or {})
     scaling = hf.get("rope_scaling") or {}
     for k, v in scaling.items():
@@ -229,23 +288,29 @@ def _rope_from_hf(hf: dict[str, Any]) -> RopeConfig:
     original = params.get("original_max_position_embeddings")
     if rope_type == "yarn" and original is None:
         original = hf.get("max_position_embeddings")
+    if original is not None:
+        check_int("original_max_position_embeddings", original, 1, SIZE_LIMITS["max_position_embeddings"])
     factor = params.get("factor")
     if factor is None:
-        factor = hf["max_position_embeddings"] / original if (rope_type == "yarn" and original) else 1.0
+        factor = hf.get("max_position_embeddings", 4096) / original if (rope_type == "yarn" and original) else 1.0
+
+    def optional(key: str) -> float | None:
+        return None if params.get(key) is None else _number(key, params[key])
+
     return RopeConfig(
         type=rope_type,
-        theta=float(theta),
-        factor=float(factor),
+        theta=_number("rope_theta", theta, positive=True),
+        factor=_number("rope factor", factor, positive=True),
         original_max_position_embeddings=original,
-        low_freq_factor=float(params.get("low_freq_factor", 1.0)),
-        high_freq_factor=float(params.get("high_freq_factor", 4.0)),
-        beta_fast=float(params.get("beta_fast") or 32.0),
-        beta_slow=float(params.get("beta_slow") or 1.0),
-        mscale=params.get("mscale"),
-        mscale_all_dim=params.get("mscale_all_dim"),
-        attention_factor=params.get("attention_factor"),
+        low_freq_factor=_number("low_freq_factor", params.get("low_freq_factor", 1.0)),
+        high_freq_factor=_number("high_freq_factor", params.get("high_freq_factor", 4.0)),
+        beta_fast=_number("beta_fast", params.get("beta_fast") or 32.0),
+        beta_slow=_number("beta_slow", params.get("beta_slow") or 1.0),
+        mscale=optional("mscale"),
+        mscale_all_dim=optional("mscale_all_dim"),
+        attention_factor=optional("attention_factor"),
         truncate=bool(params.get("truncate", True)),
-        llama4_scaling_beta=params.get("llama_4_scaling_beta"),
+        llama4_scaling_beta=optional("llama_4_scaling_beta"),
     )
 
 

@@ -20,6 +20,8 @@ import tokenizers.processors
 from jinja2.exceptions import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from .files import CheckpointError, one_line, read_json
+
 
 class Tokenizer:
     def __init__(
@@ -55,6 +57,15 @@ class Tokenizer:
             if not ids or ids[0] != self.bos_token_id:
                 ids = [self.bos_token_id] + ids
         return ids
+
+    @cached_property
+    def max_token_chars(self) -> int:
+        """The most characters of text one token can stand for (at least 1). A text longer than
+        ``n * max_token_chars`` has more than n tokens, which a server checks before tokenizing."""
+        pieces = self.backend.get_vocab(with_added_tokens=True)
+        # Byte-level vocabularies spell each byte as one character, and a text character takes at
+        # least one byte, so the spelled length bounds the text a token covers either way.
+        return max([1, *map(len, pieces)])
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
         return self.backend.decode(list(ids), skip_special_tokens=skip_special_tokens)
@@ -99,18 +110,31 @@ class Tokenizer:
         path = folder / "tokenizer.json"
         if not path.is_file():
             raise FileNotFoundError(f"no tokenizer.json in {folder}")
-        backend = tokenizers.Tokenizer.from_file(str(path))
-        cfg: dict[str, Any] = {}
-        if (folder / "tokenizer_config.json").is_file():
-            cfg = json.loads((folder / "tokenizer_config.json").read_text())
+        try:
+            backend = tokenizers.Tokenizer.from_file(str(path))
+        except Exception as err:  # noqa: BLE001 (tokenizers raises a bare Exception for a malformed file)
+            raise CheckpointError(f"{path}: not a valid tokenizer.json ({one_line(err)})") from None
+        config_path = folder / "tokenizer_config.json"
+        cfg: dict[str, Any] = read_json(config_path) if config_path.is_file() else {}
         template = cfg.get("chat_template")
         if isinstance(template, list):  # named templates: take the default one
+            if not all(isinstance(t, dict) for t in template):
+                raise CheckpointError(f"{config_path}: chat_template must be a string or a list of "
+                                      "{name, template} objects")
             named = {t.get("name"): t.get("template") for t in template}
             template = named.get("default") or next(iter(named.values()), None)
         if (folder / "chat_template.jinja").is_file():
-            template = (folder / "chat_template.jinja").read_text()
+            try:
+                template = (folder / "chat_template.jinja").read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as err:
+                raise CheckpointError(f"{folder / 'chat_template.jinja'}: cannot be read ({one_line(err)})") from None
         elif (folder / "chat_template.json").is_file():
-            template = json.loads((folder / "chat_template.json").read_text()).get("chat_template")
+            template = read_json(folder / "chat_template.json").get("chat_template")
+        if template is not None and not isinstance(template, str):
+            raise CheckpointError(f"{folder}: the chat template must be a string, got {type(template).__name__}")
+        for key in ("bos_token", "eos_token"):
+            if not isinstance(_token_str(cfg.get(key)), (str, type(None))):
+                raise CheckpointError(f"{config_path}: {key} must be a token string, got {cfg[key]!r}")
         return cls(
             backend,
             bos_token=_token_str(cfg.get("bos_token")),

@@ -1,7 +1,7 @@
 """Model: configuration-driven transformer, rotary embeddings, weight mapping and loading."""
 
+from ..files import CheckpointError
 from .adapters import DRAFT_ADAPTER
-from .errors import CheckpointError
 from .loading import LoadedModel, build_model, load, new_model, save_pretrained
 from .transformer import Transformer
 

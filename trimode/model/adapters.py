@@ -10,12 +10,13 @@ lora_{A,B}.weight`` tensors. The drafting adapter lives in ``linear_spec_lora/``
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from .errors import CheckpointError
+from ..files import CheckpointError, load_safetensors, read_json
 from .transformer import Transformer
 from .weights import peft_lora_targets, projection_rows
 
@@ -39,14 +40,21 @@ def load_peft_adapter(model: Transformer, folder: Path, name: str = DRAFT_ADAPTE
         if (folder / "adapter_model.bin").is_file():
             raise CheckpointError(f"{folder}/adapter_model.bin is a pickle; only adapter_model.safetensors is loaded")
         raise FileNotFoundError(f"no adapter_model.safetensors in {folder}")
-    acfg = json.loads(cfg_path.read_text())
+    acfg = read_json(cfg_path)
     if acfg.get("peft_type", "LORA") != "LORA":
         raise CheckpointError(f"{cfg_path}: peft_type {acfg.get('peft_type')!r} is not supported (LORA only)")
     if acfg.get("use_dora"):
         raise CheckpointError(f"{cfg_path}: DoRA adapters are not supported")
-    rank, alpha = int(acfg["r"]), float(acfg["lora_alpha"])
+    rank, alpha = acfg.get("r"), acfg.get("lora_alpha")
+    if not (isinstance(rank, int) and not isinstance(rank, bool) and rank > 0):
+        raise CheckpointError(f"{cfg_path}: r must be a positive integer (the LoRA rank), got {rank!r}")
+    if not (isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and math.isfinite(alpha)):
+        raise CheckpointError(f"{cfg_path}: lora_alpha must be a finite number, got {alpha!r}")
     scale = alpha / rank**0.5 if acfg.get("use_rslora") else alpha / rank
-    groups = peft_lora_targets(load_file(str(weights)), model.config)
+    try:
+        groups = peft_lora_targets(load_safetensors(weights), model.config)
+    except KeyError as err:
+        raise CheckpointError(f"{weights}: {err.args[0]}") from None
     rows = projection_rows(model.config)
     param = next(model.parameters())
     for (layer, proj), parts in sorted(groups.items()):
@@ -55,7 +63,8 @@ def load_peft_adapter(model: Transformer, folder: Path, name: str = DRAFT_ADAPTE
         fused, out_rows = rows[proj]
         module = model.model.layers[layer].get_submodule(fused)
         a, b = parts["A"], parts["B"]
-        if a.shape[1] != module.in_features or b.shape[0] != out_rows[1] - out_rows[0] or a.shape[0] != b.shape[1]:
+        if (a.dim() != 2 or b.dim() != 2 or a.shape[1] != module.in_features
+                or b.shape[0] != out_rows[1] - out_rows[0] or a.shape[0] != b.shape[1]):
             raise CheckpointError(
                 f"{weights}: LoRA for layer {layer} {proj} has A{tuple(a.shape)} B{tuple(b.shape)}, "
                 f"expected A[r, {module.in_features}] B[{out_rows[1] - out_rows[0]}, r]"

@@ -22,9 +22,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from .adapters import DRAFT_ADAPTER, adapter_folder, load_peft_adapter, save_peft_adapter
+from ..files import (
+    FLOAT_DTYPES,
+    INT_DTYPES,
+    CheckpointError,
+    load_safetensors,
+    read_json,
+)
+from .adapters import (
+    DRAFT_ADAPTER,
+    adapter_folder,
+    load_peft_adapter,
+    save_peft_adapter,
+)
 from .defaults import DELTA_FILE, SMOLLM2_GGUF, SMOLLM2_PACKAGE, smollm2_gguf_path
 
 ROWS_FILE = "embedding_rows.safetensors"
@@ -33,7 +45,7 @@ FULL_HASH_BYTES = 256 * 2**20
 VERSION = 1
 
 
-class DeltaError(ValueError):
+class DeltaError(CheckpointError):
     """A delta folder that cannot be applied; the message names the file and what was expected."""
 
 
@@ -92,7 +104,7 @@ def resolve_base(folder: Path, meta: dict[str, Any]) -> Path:
         raise DeltaError(f"{folder / DELTA_FILE}: 'base' must be an object naming the base checkpoint")
     if ref.get("package") == SMOLLM2_PACKAGE:
         path = smollm2_gguf_path()
-    elif "path" in ref:
+    elif isinstance(ref.get("path"), str) and ref["path"]:
         path = Path(ref["path"])
         if not path.is_absolute():
             path = folder / path
@@ -100,6 +112,12 @@ def resolve_base(folder: Path, meta: dict[str, Any]) -> Path:
         raise DeltaError(f"{folder / DELTA_FILE}: base names neither a known package nor a path: {ref}")
     if not path.exists():
         raise FileNotFoundError(f"the base of delta {folder} is missing: {path}")
+    # A base lies outside the delta by design (a package file, or where the delta was made), so it
+    # is not confined to the folder; it must be a checkpoint, though, before any of it is read.
+    if not (path.is_file() and path.suffix == ".gguf" or path.is_dir() and (path / "config.json").is_file()
+            or is_delta(path)):
+        raise DeltaError(f"{folder / DELTA_FILE}: base {path} is not a checkpoint (expected a .gguf file or a "
+                         "folder with config.json)")
     size, digest = base_digest(path)
     if ref.get("size") is not None and size != ref["size"]:
         raise DeltaError(f"{path} has {size} bytes; delta {folder} was made over a base of {ref['size']} bytes")
@@ -144,12 +162,19 @@ def save_delta(
 
 
 def read_meta(folder: Path) -> dict[str, Any]:
-    meta = json.loads((folder / DELTA_FILE).read_text())
+    path = folder / DELTA_FILE
+    meta = read_json(path)
     if meta.get("format") != FORMAT or meta.get("version") != VERSION:
         raise DeltaError(
-            f"{folder / DELTA_FILE}: format {meta.get('format')!r} version {meta.get('version')!r}; "
+            f"{path}: format {meta.get('format')!r} version {meta.get('version')!r}; "
             f"expected {FORMAT!r} version {VERSION}"
         )
+    for key, optional in (("mask_token_id", False), ("block_size", True)):
+        value = meta.get(key)
+        if not (optional and value is None or isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+            raise DeltaError(f"{path}: {key} must be a non-negative integer, got {value!r}")
+    if not isinstance(meta.get("adapter_scope", "block"), str):
+        raise DeltaError(f"{path}: adapter_scope must be a string, got {meta['adapter_scope']!r}")
     return meta
 
 
@@ -167,8 +192,11 @@ def delta_changes(meta: dict[str, Any], with_adapter: bool) -> tuple[int, dict[s
 def apply_delta(model: torch.nn.Module, folder: Path, with_adapter: bool) -> None:
     """Write a delta's embedding rows into ``model`` (its base, loaded with :func:`delta_changes`
     applied to its config) and attach the delta's adapter when ``with_adapter``."""
-    tensors = load_file(str(folder / ROWS_FILE))
-    ids, rows = tensors["ids"], tensors["rows"]
+    path = folder / ROWS_FILE
+    tensors = load_safetensors(path, {**FLOAT_DTYPES, **INT_DTYPES})
+    ids, rows = tensors.get("ids"), tensors.get("rows")
+    if ids is None or rows is None or ids.is_floating_point() or not rows.is_floating_point() or ids.dim() != 1:
+        raise DeltaError(f"{path}: expected integer 'ids' [k] and float 'rows' [k, hidden], found {sorted(tensors)}")
     weight = model.model.embed_tokens.weight
     if rows.dim() != 2 or rows.shape[1] != weight.shape[1] or len(ids) != rows.shape[0]:
         raise DeltaError(

@@ -12,20 +12,34 @@ Accepted inputs (no remote code is ever executed, no pickle is ever read):
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Mapping
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from ..config import ModelConfig
+from ..files import (
+    CheckpointError,
+    inside,
+    load_safetensors,
+    meta_tensors,
+    read_header,
+    read_json,
+    require_finite,
+)
 from ..tokenizer import Tokenizer
-from .adapters import DRAFT_ADAPTER, adapter_folder, has_adapter, load_peft_adapter, save_peft_adapter
+from .adapters import (
+    DRAFT_ADAPTER,
+    adapter_folder,
+    has_adapter,
+    load_peft_adapter,
+    save_peft_adapter,
+)
 from .convert import mask_changes, resolve_token
 from .delta import apply_delta, delta_changes, is_delta, read_meta, resolve_base
-from .errors import CheckpointError
 from .gguf import load_gguf
 from .transformer import Transformer
 from .weights import hf_to_internal, internal_to_hf
@@ -150,8 +164,7 @@ def _load_folder(folder: Path, opts: _Options) -> LoadedModel:
     cfg_path = folder / "config.json"
     if not cfg_path.is_file():
         raise FileNotFoundError(f"no config.json in {folder}")
-    hf_cfg = json.loads(cfg_path.read_text())
-    cfg = ModelConfig.from_hf(hf_cfg)
+    cfg = config_from_hf(read_json(cfg_path), cfg_path)
     gen_eos = _generation_eos(folder)
     if gen_eos:
         cfg = cfg.replace(eos_token_ids=tuple(dict.fromkeys(cfg.eos_token_ids + gen_eos)))
@@ -159,7 +172,12 @@ def _load_folder(folder: Path, opts: _Options) -> LoadedModel:
     if (folder / "tokenizer.json").is_file():
         tokenizer = Tokenizer.from_folder(folder, eos_token_ids=cfg.eos_token_ids)
     cfg = opts.configured(cfg, tokenizer)
-    state = read_safetensors_folder(folder)
+    headers = _weight_headers(folder)
+    # The config's shapes are checked against the files' headers before any weight is read or any
+    # memory is taken: the model is laid out on the meta device, so a config asking for absurd
+    # sizes fails on the mismatch, and what a load allocates is bounded by what the files hold.
+    _plan(cfg, meta_tensors({name: entry for h in headers.values() for name, entry in h.items()}), folder)
+    state = {name: t for f in headers for name, t in load_safetensors(f).items()}
     model = build_model(cfg, state, dtype=opts.dtype, device=opts.device, source=folder)
     fmt = "nld" if cfg.model_type == "nemotron_labs_diffusion" else "hf"
     if opts.adapter and has_adapter(folder):
@@ -170,7 +188,7 @@ def _load_folder(folder: Path, opts: _Options) -> LoadedModel:
 
 def _load_gguf(path: Path, opts: _Options) -> LoadedModel:
     ckpt = load_gguf(path, dtype=opts.dtype)
-    cfg = ModelConfig.from_hf(ckpt.hf_config)
+    cfg = config_from_hf(ckpt.hf_config, path)
     specials = ckpt.special_tokens or {}
     eos_ids = tuple(x for x in (ckpt.eos_token_id,) if x is not None)
     tokenizer = Tokenizer(
@@ -187,33 +205,51 @@ def _load_gguf(path: Path, opts: _Options) -> LoadedModel:
     return LoadedModel(model, tokenizer, path, "gguf", eos)
 
 
+def config_from_hf(hf: dict[str, Any], source: Path) -> ModelConfig:
+    """:meth:`ModelConfig.from_hf` of a checkpoint's config, any fault in it named with ``source``."""
+    try:
+        return ModelConfig.from_hf(hf)
+    except KeyError as err:
+        raise CheckpointError(f"{source}: lacks the field {err.args[0]!r}") from None
+    except (TypeError, ValueError, ArithmeticError) as err:  # from_hf reads values of any JSON type
+        raise CheckpointError(f"{source}: {err}") from None
+
+
 def _generation_eos(folder: Path) -> tuple[int, ...]:
     path = folder / "generation_config.json"
     if not path.is_file():
         return ()
-    eos = json.loads(path.read_text()).get("eos_token_id")
+    eos = read_json(path).get("eos_token_id")
     if eos is None:
         return ()
-    return tuple(eos) if isinstance(eos, list) else (eos,)
+    eos = eos if isinstance(eos, list) else [eos]
+    if not all(isinstance(e, int) and not isinstance(e, bool) and e >= 0 for e in eos):
+        raise CheckpointError(f"{path}: eos_token_id must be a token id or a list of them, got {eos!r}")
+    return tuple(eos)
 
 
 def read_safetensors_folder(folder: Path) -> dict[str, torch.Tensor]:
     """All tensors of ``model.safetensors`` or of the shards listed in ``model.safetensors.index.json``."""
+    return {name: t for f in _weight_headers(folder) for name, t in load_safetensors(f).items()}
+
+
+def _weight_headers(folder: Path) -> dict[Path, dict[str, tuple[str, tuple[int, ...]]]]:
+    """The safetensors files of a checkpoint folder and their checked headers (a sharded
+    checkpoint's against its index)."""
     index = folder / "model.safetensors.index.json"
     if index.is_file():
-        weight_map = json.loads(index.read_text()).get("weight_map")
+        weight_map = read_json(index).get("weight_map")
         if not isinstance(weight_map, dict):
             raise CheckpointError(f"{index} has no 'weight_map' object")
-        state: dict[str, torch.Tensor] = {}
-        for shard in sorted(set(weight_map.values())):
-            shard_path = folder / shard
-            if not shard_path.is_file():
-                raise FileNotFoundError(f"shard {shard} listed in {index} is missing")
-            state.update(load_file(str(shard_path)))
-        missing = set(weight_map) - set(state)
+        shards = {}
+        for path in sorted({inside(folder, shard, index) for shard in weight_map.values()}):
+            if not path.is_file():
+                raise FileNotFoundError(f"shard {path.relative_to(folder)} listed in {index} is missing")
+            shards[path] = read_header(path)
+        missing = set(weight_map) - {name for header in shards.values() for name in header}
         if missing:
             raise CheckpointError(f"{index} lists tensors not found in the shards: {sorted(missing)[:5]}")
-        return state
+        return shards
     single = folder / "model.safetensors"
     files = [single] if single.is_file() else sorted(folder.glob("model-*-of-*.safetensors"))
     if not files:
@@ -228,10 +264,7 @@ def read_safetensors_folder(folder: Path) -> dict[str, torch.Tensor]:
             f"no model.safetensors (or model.safetensors.index.json shards) in {folder}"
             + (f"; found only {others}" if others else "")
         )
-    state = {}
-    for f in files:
-        state.update(load_file(str(f)))
-    return state
+    return {f: read_header(f) for f in files}
 
 
 def build_model(
@@ -243,13 +276,39 @@ def build_model(
     source: Path | str = "<state dict>",
 ) -> Transformer:
     """Instantiate on the meta device and assign the checkpoint tensors (no double allocation)."""
+    model, internal = _plan(cfg, hf_state, source)
+    # Copy into fresh torch allocations: tensors that come from numpy or a memory map can sit at
+    # 16-byte offsets, and misaligned weights make the CPU matmul kernels markedly slower.
+    weights = {}
+    for name, tensor in internal.items():
+        weights[name] = tensor.to(device=device, dtype=dtype, copy=True, memory_format=torch.contiguous_format)
+        # Readers refuse NaN/Inf in the files, but float16 (max 65504) can overflow to Inf when a
+        # reader or this copy converts; bfloat16 keeps float32's exponent range.
+        if dtype == torch.float16:
+            require_finite(weights[name], f"{source}: tensor {_shown(name)} as {dtype}")
+    model.load_state_dict(weights, assign=True)
+    # Buffers (rotary inverse frequencies) are derived, not loaded: rebuild them for real.
+    model.rotary = type(model.rotary)(cfg.rope, cfg.head_dim).to(device)
+    return model.eval()
+
+
+def _shown(name: str) -> str:
+    return name.replace("qkv_proj", "{q,k,v}_proj (fused)").replace("gate_up_proj", "{gate,up}_proj (fused)")
+
+
+def _plan(cfg: ModelConfig, hf_state: Mapping[str, torch.Tensor], source: Path | str):
+    """The model on the meta device and the checkpoint's tensors under its names, refused unless
+    they are floating point and have exactly the names and shapes the config implies."""
+    for name, tensor in hf_state.items():
+        if not tensor.is_floating_point():
+            raise CheckpointError(f"{source}: tensor {name} has dtype {tensor.dtype}; expected floating-point weights")
     try:
         internal = hf_to_internal(hf_state, cfg)
-    except KeyError as err:
+    except (KeyError, ValueError) as err:
         raise CheckpointError(f"{source}: {err.args[0]}") from None
     with torch.device("meta"):
         model = Transformer(cfg)
-    expected = {k: v for k, v in model.state_dict().items()}
+    expected = model.state_dict()
     missing = sorted(set(expected) - set(internal))
     unexpected = sorted(set(internal) - set(expected))
     if missing or unexpected:
@@ -260,20 +319,11 @@ def build_model(
         )
     for name, tensor in internal.items():
         if tuple(tensor.shape) != tuple(expected[name].shape):
-            shown = name.replace("qkv_proj", "{q,k,v}_proj (fused)").replace("gate_up_proj", "{gate,up}_proj (fused)")
             raise CheckpointError(
-                f"{source}: shape mismatch for {shown}: checkpoint has {tuple(tensor.shape)}, "
+                f"{source}: shape mismatch for {_shown(name)}: checkpoint has {tuple(tensor.shape)}, "
                 f"config.json implies {tuple(expected[name].shape)}"
             )
-    # Copy into fresh torch allocations: tensors that come from numpy or a memory map can sit at
-    # 16-byte offsets, and misaligned weights make the CPU matmul kernels markedly slower.
-    model.load_state_dict(
-        {k: v.to(device=device, dtype=dtype, copy=True, memory_format=torch.contiguous_format) for k, v in internal.items()},
-        assign=True,
-    )
-    # Buffers (rotary inverse frequencies) are derived, not loaded: rebuild them for real.
-    model.rotary = type(model.rotary)(cfg.rope, cfg.head_dim).to(device)
-    return model.eval()
+    return model, internal
 
 
 def new_model(cfg: ModelConfig, *, seed: int = 0, dtype: torch.dtype = torch.float32, device: str = "cpu") -> Transformer:

@@ -83,6 +83,10 @@ def hf_to_internal(state: Mapping[str, torch.Tensor], cfg: ModelConfig) -> dict[
         missing = [p for p in order if p not in parts]
         if missing:
             raise KeyError(f"checkpoint lacks {missing} for {fused_name}")
+        shapes = [tuple(parts[p].shape) for p in order]
+        if len({s[1:] for s in shapes}) != 1 or not all(shapes):
+            raise ValueError(f"{fused_name} cannot be fused from {dict(zip(order, shapes))}: "
+                             "expected tensors that differ only in their first dimension")
         out[fused_name] = torch.cat([parts[p] for p in order], dim=0)
     if cfg.tie_word_embeddings:
         out.pop("lm_head.weight", None)

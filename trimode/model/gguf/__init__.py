@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from tokenizers import Tokenizer
 
+from ...config import ModelConfig
 from .convert import hf_config_from_gguf, state_dict_from_gguf
 from .reader import GGUFError, GGUFFile, GGUFTensorInfo
 from .tokenizer import build_tokenizer
@@ -53,6 +54,10 @@ def load_gguf(
     """
     gguf = GGUFFile(path)
     config = hf_config_from_gguf(gguf)
+    try:  # sizes and types are checked before any tensor is dequantized
+        ModelConfig.from_hf(config)
+    except (TypeError, ValueError, ArithmeticError) as err:
+        raise GGUFError(f"{gguf.path}: {err}") from None
     tokenizer = build_tokenizer(gguf)
     meta = gguf.metadata
     tokens = meta["tokenizer.ggml.tokens"]
@@ -65,7 +70,7 @@ def load_gguf(
     ):
         token_id = meta.get(f"tokenizer.ggml.{key}")
         if token_id is not None:
-            if not 0 <= token_id < len(tokens):
+            if not isinstance(token_id, int) or isinstance(token_id, bool) or not 0 <= token_id < len(tokens):
                 raise GGUFError(f"{gguf.path}: tokenizer.ggml.{key} {token_id} is out of range")
             special_tokens[name] = tokens[token_id]
     # llama.cpp adds BOS by default for SentencePiece vocabularies that do not say otherwise.

@@ -11,7 +11,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ...files import require_finite
 from .reader import GGUFError, GGUFFile, require
+
 
 @dataclass(frozen=True)
 class _Architecture:
@@ -76,9 +78,19 @@ def _int(gguf: GGUFFile, key: str, default: int | None = None) -> int:
     if isinstance(value, np.ndarray):
         # Some architectures give per-layer counts; the HF classes here need one value for all.
         if value.size and (value == value.flat[0]).all():
-            return int(value.flat[0])
-        raise GGUFError(f"{gguf.path}: per-layer values for {key!r} are not supported: {value}")
+            value = value.flat[0]
+        else:
+            raise GGUFError(f"{gguf.path}: per-layer values for {key!r} are not supported: {value}")
+    if not isinstance(value, (int, np.integer)) or isinstance(value, (bool, np.bool_)):
+        raise GGUFError(f"{gguf.path}: metadata {key!r} must be an integer, got {value!r}")
     return int(value)
+
+
+def _float(gguf: GGUFFile, key: str, default: float | None = None) -> float:
+    value = require(gguf, key) if default is None else gguf.metadata.get(key, default)
+    if not isinstance(value, (int, float, np.integer, np.floating)) or isinstance(value, bool):
+        raise GGUFError(f"{gguf.path}: metadata {key!r} must be a number, got {value!r}")
+    return float(value)
 
 
 def hf_config_from_gguf(gguf: GGUFFile) -> dict[str, Any]:
@@ -118,8 +130,8 @@ def hf_config_from_gguf(gguf: GGUFFile) -> dict[str, Any]:
         "num_key_value_heads": kv_heads,
         "head_dim": head_dim,
         "hidden_act": "silu",
-        "rms_norm_eps": float(require(gguf, key("attention.layer_norm_rms_epsilon"))),
-        "rope_theta": float(meta.get(key("rope.freq_base"), 10000.0)),
+        "rms_norm_eps": _float(gguf, key("attention.layer_norm_rms_epsilon")),
+        "rope_theta": _float(gguf, key("rope.freq_base"), 10000.0),
         "max_position_embeddings": _int(gguf, key("context_length")),
         "tie_word_embeddings": "output.weight" not in gguf.tensors,
     }
@@ -135,7 +147,7 @@ def hf_config_from_gguf(gguf: GGUFFile) -> dict[str, Any]:
         ("eos_token_id", "tokenizer.ggml.eos_token_id"),
         ("pad_token_id", "tokenizer.ggml.padding_token_id"),
     ):
-        config[name] = int(meta[gguf_key]) if gguf_key in meta else None
+        config[name] = _int(gguf, gguf_key) if gguf_key in meta else None
     return config
 
 
@@ -150,7 +162,9 @@ def _rope_scaling(gguf: GGUFFile, arch_name: str) -> dict[str, Any] | None:
     factor = meta.get(f"{arch_name}.rope.scaling.factor")
     if kind is None and factor is not None:
         kind = "linear"  # older files give only the factor
-    if kind is None or kind == "none" or (factor is not None and float(factor) == 1.0):
+    if factor is not None:
+        factor = _float(gguf, f"{arch_name}.rope.scaling.factor")
+    if kind is None or kind == "none" or factor == 1.0:
         return None
     if kind not in ("linear", "yarn"):
         raise GGUFError(f"{gguf.path}: RoPE scaling type {kind!r} is not supported")
@@ -222,7 +236,9 @@ def state_dict_from_gguf(
             array = _unpermute_rotary_rows(
                 array, rotary_heads[match[2]], f"{gguf.path}: tensor {gguf_name!r}"
             )
-        state_dict[hf_name] = torch.from_numpy(np.ascontiguousarray(array)).to(dtype)
+        tensor = torch.from_numpy(np.ascontiguousarray(array))
+        require_finite(tensor, f"{gguf.path}: tensor {gguf_name!r}")
+        state_dict[hf_name] = tensor.to(dtype)
     return state_dict
 
 

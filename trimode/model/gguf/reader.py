@@ -20,6 +20,7 @@ reversed dim list.
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass
 from os import PathLike
@@ -28,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from ...files import CheckpointError
 from .quants import DEQUANTIZERS, GGML_TYPES, dequantize
 
 GGUF_MAGIC = b"GGUF"
@@ -36,7 +38,7 @@ DEFAULT_ALIGNMENT = 32
 MAX_DIMS = 4  # GGML_MAX_DIMS; more is a sign of a corrupt header
 
 
-class GGUFError(ValueError):
+class GGUFError(CheckpointError):
     """A GGUF file is malformed, or uses something this reader does not support."""
 
 
@@ -74,7 +76,7 @@ class GGUFTensorInfo:
 
     @property
     def n_elements(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(self.shape)
 
 
 class _Cursor:
@@ -229,7 +231,7 @@ class GGUFFile:
                 f"{where} has data offset {relative}, "
                 f"not a multiple of the alignment {self.alignment}"
             )
-        n_elements = int(np.prod(shape, dtype=np.int64))
+        n_elements = math.prod(shape)  # exact: an int64 product of hostile dims can wrap to a small size
         start = self.data_offset + relative
         nbytes = ggml_type.nbytes(n_elements)
         if start + nbytes > file_size:
