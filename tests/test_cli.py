@@ -173,3 +173,15 @@ def test_the_help_names_every_command_accurately(capsys):
     for name in COMMANDS:
         assert f"\n    {name} " in out or f"\n    {name}\n" in out, name
     assert "extra" not in out  # serving needs nothing beyond the first install
+
+
+@pytest.mark.parametrize("mode", ["ar", "linear-spec", "quadratic-spec", "diffusion"])
+@pytest.mark.parametrize("flags", [["--temperature", "1e-40"], ["--temperature", "0.7", "--top-p", "1e-300"]])
+def test_extreme_sampling_settings_decode_instead_of_a_traceback(capsys, nld_tiny_dir, mode, flags):
+    # 1/T overflowed (NaN probabilities) and a top_p under float32's resolution dropped every token.
+    code, out, err = run(capsys, "generate", "--model", str(nld_tiny_dir), "--mode", mode, "--prompt-ids", "70,412",
+                         "--max-new-tokens", "4", "--json", *flags)
+    assert code == 0 and "Traceback" not in err and len(last_json(out)["token_ids"]) >= 1
+    assert run(capsys, "generate", "--model", str(nld_tiny_dir), "--mode", mode, "--prompt-ids", "70,412",
+               "--block-size", "33" if mode == "quadratic-spec" else "4", "--max-new-tokens", "4")[0] == (
+        2 if mode == "quadratic-spec" else 0)

@@ -23,7 +23,9 @@ def log(*probs: float) -> torch.Tensor:
     return torch.tensor([probs]).log()
 
 
-@pytest.mark.parametrize("field, value, message", [("temperature", -0.1, "temperature must be >= 0"),
+@pytest.mark.parametrize("field, value, message", [("temperature", -0.1, "temperature must be a finite number >= 0"),
+                                                    ("temperature", float("nan"), "temperature must be a finite"),
+                                                    ("top_p", float("nan"), r"top_p must be in \(0, 1\]"),
                                                     ("top_k", -1, "top_k must be >= 0"),
                                                     ("top_p", 0.0, r"top_p must be in \(0, 1\]"),
                                                     ("top_p", 1.5, r"top_p must be in \(0, 1\]")])
@@ -111,3 +113,24 @@ def test_sampled_candidates_draw_only_for_listed_rows():
     assert (tokens[0] != 4).all() and conf[0].tolist() == pytest.approx([0.25] * 3)
     with pytest.raises(ValueError, match="needs one generator per batch row"):
         candidates(logits, params, None, rows=[0])
+
+
+@pytest.mark.parametrize("params", [SamplingParams(temperature=1e-40), SamplingParams(temperature=1e-30),
+                                    SamplingParams(temperature=1e-4), SamplingParams(temperature=0.7, top_p=1e-45),
+                                    SamplingParams(temperature=0.7, top_p=5e-324),
+                                    SamplingParams(temperature=1e-40, top_p=1e-45, top_k=1)])
+def test_extreme_settings_give_a_finite_distribution_on_the_top_token(params):
+    # 1/T overflowed to inf (NaN probabilities), and a top_p below float32's resolution dropped
+    # every token: either poisoned the whole batch the request sampled in.
+    logits = torch.tensor([[0.5, 3.0, -2.0, float("-inf")], [40.0, 39.9, -80.0, 0.0]])
+    probs = probabilities(logits, params)
+    assert torch.isfinite(probs).all()
+    assert probs.argmax(-1).tolist() == [1, 0] and probs.sum(-1).allclose(torch.ones(2))
+    gens = make_generators(params, 2, seeds=[0, 1])
+    assert select(logits, params, gens).tolist() == [1, 0]
+    tokens, conf, _ = candidates(logits[:, None], params, gens, rows=[0, 1])
+    assert tokens[:, 0].tolist() == [1, 0] and torch.isfinite(conf).all()
+
+
+def test_temperatures_below_the_float32_resolution_are_greedy():
+    assert SamplingParams(temperature=1e-6).greedy and not SamplingParams(temperature=1e-4).greedy

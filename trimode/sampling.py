@@ -12,6 +12,11 @@ from dataclasses import dataclass
 
 import torch
 
+# Below this temperature sampling is greedy: float32 logits divided by a smaller T differ by more
+# than softmax can resolve, so the distribution is one-hot on the argmax anyway (and 1/T overflows
+# to inf near 1e-38, which turned whole distributions into NaN).
+MIN_TEMPERATURE = 1e-5
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -21,8 +26,8 @@ class SamplingParams:
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not self.temperature >= 0 or self.temperature == float("inf"):  # NaN fails >= too
+            raise ValueError(f"temperature must be a finite number >= 0, got {self.temperature}")
         if self.top_k < 0:
             raise ValueError(f"top_k must be >= 0, got {self.top_k}")
         if not 0.0 < self.top_p <= 1.0:
@@ -30,7 +35,7 @@ class SamplingParams:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0.0
+        return self.temperature < MIN_TEMPERATURE
 
 
 def forbid(logits: torch.Tensor, token: int | None) -> torch.Tensor:
@@ -58,11 +63,13 @@ def probabilities(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
     """The distribution sampled from: softmax(logits / T) restricted by top-k and top-p, renormalised.
 
     logits [..., V] -> probabilities [..., V] in float32. Greedy gives a one-hot on the argmax.
+    Any valid setting gives a finite distribution: logits are shifted so that their maximum is 0
+    before dividing by T, and top-p always keeps the most likely token.
     """
     logits = logits.float()
     if params.greedy:
         return torch.zeros_like(logits).scatter_(-1, logits.argmax(-1, keepdim=True), 1.0)
-    logits = logits / params.temperature
+    logits = (logits - logits.amax(-1, keepdim=True)) / params.temperature
     if params.top_k and params.top_k < logits.shape[-1]:
         kth = torch.topk(logits, params.top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -71,6 +78,7 @@ def probabilities(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
         sorted_probs = sorted_logits.softmax(-1)
         # Keep the smallest prefix whose mass reaches top_p (the token crossing it is kept).
         drop_sorted = (sorted_probs.cumsum(-1) - sorted_probs) >= params.top_p
+        drop_sorted[..., 0] = False  # a top_p below float32's resolution still keeps the top token
         drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
     return logits.softmax(-1)

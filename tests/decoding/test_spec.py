@@ -31,6 +31,17 @@ def test_default_blocks_per_device_and_the_minimum():
             spec_for(mode).block(1)
 
 
+def test_a_block_is_bounded_per_mode_so_one_step_stays_small():
+    # quadratic-spec at block 255 asked for a 65,280-token grid (13 GB of logits) and was killed.
+    assert SPECS["quadratic-spec"].max_block == 32 and SPECS["quadratic-spec"].step_tokens(32) == 32 * 33 + 1
+    for mode in ENGINE_MODES:
+        spec = SPECS[mode]
+        assert spec.block(spec.max_block) == spec.max_block
+        with pytest.raises(ValueError, match=f"mode '{mode}' takes block_size <= {spec.max_block}, got"):
+            spec.block(spec.max_block + 1)
+    assert [SPECS[m].step_tokens(4) for m in ENGINE_MODES] == [1, 5, 5, 21, 5]
+
+
 def test_scratch_is_what_one_step_writes_beyond_the_kept_tokens():
     assert [SPECS[m].scratch(4) for m in ENGINE_MODES] == [0, 4, 4, 20, 4]
 

@@ -15,6 +15,7 @@ from tokenizers import decoders, models
 
 from trimode.engine import Engine
 from trimode.server.app import ServerConfig, create_app
+from trimode.server.http import uvicorn_config
 from trimode.tokenizer import Tokenizer
 
 SPECIALS = ["<pad>", "<bos>", "<eos>", "<mask>"]
@@ -40,15 +41,17 @@ def free_port() -> int:
 
 
 class LiveServer:
-    def __init__(self, model, *, eos=(), max_context=256, mode="ar", block_size=4, tokenizer=None, **engine_kw) -> None:
+    def __init__(self, model, *, eos=(), max_context=256, mode="ar", block_size=4, tokenizer=None,
+                 server_kw=None, timeouts=None, **engine_kw) -> None:
         self.engine = Engine(model, **engine_kw)
-        self.config = ServerConfig(model_name="tiny", mode=mode, block_size=block_size,
-                                   max_context=max_context, max_prompt_tokens=max_context - 1)
+        self.config = ServerConfig(**{"model_name": "tiny", "mode": mode, "block_size": block_size,
+                                      "max_context": max_context, "max_prompt_tokens": max_context - 1,
+                                      **(server_kw or {})})
         self.tokenizer = tokenizer or char_tokenizer()
         app = create_app(self.engine, self.tokenizer, tuple(eos), self.config)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", self.port, log_level="warning", **(timeouts or {})))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self):

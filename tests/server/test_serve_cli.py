@@ -41,3 +41,33 @@ def test_the_start_up_line_names_model_mode_device_address_and_limits(tmp_path):
     for part in ("model 'model'", "default mode linear-spec", "cpu float32", "http://127.0.0.1:8123/v1",
                  "max batch 5", "max cached tokens 4096"):
         assert part in line, (part, line)
+
+
+def test_security_and_limit_options_reach_the_app(tmp_path, monkeypatch):
+    from trimode.server.cli import build
+
+    folder = tiny_text_checkpoint(tmp_path)
+    monkeypatch.setenv("TRIMODE_API_KEY", "from-env")
+    args = build_parser().parse_args(["serve", "--model", str(folder), "--max-step-tokens", "512",
+                                      "--max-body-bytes", "1000"])
+    app, engine = build(args)
+    try:
+        guard = app.user_middleware[0]
+        assert guard.kwargs == {"allowed_hosts": ("localhost", "127.0.0.1", "::1"), "api_key": "from-env",
+                                "max_body_bytes": 1000}
+        assert engine.max_step_tokens == 512 and "API key required" in app.state.banner
+    finally:
+        engine.close()
+    args = build_parser().parse_args(["serve", "--model", str(folder), "--host", "0.0.0.0", "--allowed-hosts", "*"])
+    app, engine = build(args)
+    engine.close()
+    assert app.user_middleware[0].kwargs["allowed_hosts"] is None
+
+
+def test_bad_limits_are_one_line(capsys, tmp_path):
+    for flags, message in [(["--max-step-tokens", "0"], "--max-step-tokens must be > 0, got 0"),
+                           (["--body-timeout", "-1"], "--body-timeout must be > 0"),
+                           (["--allowed-hosts", " , "], "--allowed-hosts must name at least one host")]:
+        assert main(["serve", "--model", str(tmp_path / "missing"), *flags]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err

@@ -14,6 +14,7 @@ BENCHMARKS = {
     "forward-curve": "forward_curve",
     "draft-curve": "draft_curve",
     "lm-eval": "lm_eval",
+    "serve-faults": "serve_faults",
 }
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,8 +29,8 @@ from ..decoding.spec import ENGINE_MODES
 from ..eval import gpqa, gsm8k
 from ..model.defaults import default_model_path
 from ..runinfo import machine_info, write_result
+from .live import SERVED, Server
 
-SERVED = "trimode"
 LAST_NUMBER = r"-?\$?\d[\d,]*(?:\.\d+)?"
 
 
@@ -63,47 +62,6 @@ def task_files(folder: Path, gpqa_limit: int | None, gsm8k_limit: int | None) ->
                 "test_split": "test", **specs[name]}
         (folder / f"{name}.yaml").write_text(json.dumps(task, indent=1))
     return {name: str(folder / f"{name}.yaml") for name in rows}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """``trimode serve`` in a process of its own, up once /health answers."""
-
-    def __init__(self, model: str, mode: str, device: str, log: Path, timeout: float = 600.0) -> None:
-        import httpx
-
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log.open("w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "trimode.cli", "serve", "--model", model, "--mode", mode, "--device", device,
-             "--port", str(self.port), "--served-model-name", SERVED, "--max-batch", "8"],
-            stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"trimode serve exited with {self.proc.returncode}; see {log}")
-            try:
-                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        self.close()
-        raise RuntimeError(f"trimode serve did not answer /health within {timeout:.0f} s; see {log}")
-
-    def close(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
 
 
 def run_lm_eval(server: Server, tokenizer: str, tasks: list[str], include: Path, out: Path, batch: int,
@@ -153,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     model = args.model or str(default_model_path())
     tokenizer = tokenizer_folder(model)
     work = Path(args.work or tempfile.mkdtemp(prefix="trimode-lm-eval-"))
-    tasks = task_files(work / "tasks", args.gpqa_limit, args.gsm8k_limit or None)
+    task_files(work / "tasks", args.gpqa_limit, args.gsm8k_limit or None)
     runs = []
     for i, mode in enumerate(modes):
         server = Server(model, mode, args.device, work / f"serve.{mode}.log")

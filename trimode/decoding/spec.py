@@ -12,6 +12,10 @@ Every entry point (CLI, server, engine, demo, benchmarks, evaluations) reads the
 * ``scratch``: what one step writes to the cache beyond a row's kept tokens: nothing (AR), one
   block (diffusion, linear-spec) or a B x (B + 1) grid (quadratic-spec); this sizes each row's cache
   and a request's reservation in the engine;
+* ``max_block``: the largest block a request may ask for. One step's forward carries ``step_tokens``
+  per row (a block, or the B x (B + 1) grid), and its logits take 4 x vocabulary bytes per token
+  (quadratic-spec at block 255 asked for 13 GB), so the bound keeps one request's step within a
+  few hundred MB (quadratic-spec's 32 is the largest grid the reference implementation runs);
 * ``threshold_knob``: the confidence threshold the mode reads, if any (diffusion's commit
   threshold, linear-spec's drafting threshold);
 * ``lossless``: at temperature 0 the mode emits exactly greedy AR's tokens;
@@ -39,6 +43,7 @@ class ModeSpec:
     min_block: int
     blocks: Mapping[str, int]
     lossless: bool
+    max_block: int = 128
     scratch_kind: str = "block"  # "none" | "block" | "grid"
     threshold_knob: str | None = None  # "threshold" | "draft_threshold"
     engine_only: bool = False
@@ -53,11 +58,17 @@ class ModeSpec:
         block = self.default_block(device) if given is None else int(given)
         if block < self.min_block:
             raise ValueError(f"mode {self.name!r} needs block_size >= {self.min_block}, got {block}")
+        if block > self.max_block:
+            raise ValueError(f"mode {self.name!r} takes block_size <= {self.max_block}, got {block}")
         return block
 
     def scratch(self, block: int) -> int:
         """Cache slots one step may write beyond a row's kept tokens."""
         return {"none": 0, "block": block, "grid": block * (block + 1)}[self.scratch_kind]
+
+    def step_tokens(self, block: int) -> int:
+        """Tokens one row adds to one step's forward at most (the new token plus the scratch)."""
+        return self.scratch(block) + 1
 
 
 def thresholds(given: float | None | object = ...) -> dict[str, float | None]:
@@ -78,7 +89,8 @@ SPECS: Mapping[str, ModeSpec] = MappingProxyType({
         _spec("diffusion", needs_mask=True, min_block=1, cpu=8, cuda=32, lossless=False, threshold_knob="threshold"),
         _spec("linear-spec", needs_mask=True, min_block=2, cpu=8, cuda=32, lossless=True,
               threshold_knob="draft_threshold"),
-        _spec("quadratic-spec", needs_mask=True, min_block=2, cpu=4, cuda=8, lossless=True, scratch_kind="grid"),
+        _spec("quadratic-spec", needs_mask=True, min_block=2, cpu=4, cuda=8, lossless=True, scratch_kind="grid",
+              max_block=32),
         # Falls back to AR where speculation cannot run, so it needs no mask token; runs linear-spec's block.
         _spec("auto", needs_mask=False, min_block=1, cpu=8, cuda=32, lossless=True, engine_only=True),
     )

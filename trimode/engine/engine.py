@@ -7,14 +7,24 @@ finished or cancelled rows (freeing their cache rows), admit waiting requests wh
 reservation fits under ``max_cached_tokens`` and ``max_batch`` (a batched prefill per batch), then
 run one step of one batch (round robin). Callers never wait on a model forward: they submit and
 read events. A full waiting queue is refused at once (:class:`EngineFull`), never queued forever.
+
+No request can hurt another. One forward carries at most ``max_step_tokens`` tokens (a batch's
+rows times what each adds to a step; joining prompts together, though a single prompt always
+fits), so a large block waits for room or is refused, never stalls or exhausts the server. A batch
+whose prefill or step fails is split: each of its requests runs again alone from its prompt, and
+only the one that fails alone gets the error. The rerun is exact because every sampled request
+carries its own seed (one is drawn at submit when none is given) and a row's draws do not depend
+on its batch; the tokens already sent are checked against the rerun, not sent twice.
 """
 
 from __future__ import annotations
 
 import queue
+import secrets
 import threading
 import time
 from collections import Counter, deque
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -26,6 +36,11 @@ from ..decoding.spec import spec_for
 from ..model.transformer import Transformer
 from .auto import AutoDecoder
 from .request import Event, Request
+
+# Requests share a batch when their mode and forward-shaping settings agree; a request rerun alone
+# after its batch failed has its own (the third element is its id).
+Key = tuple[str, ModeSettings, int | None]
+MISMATCH = "rerun-mismatch"  # a row's finish when its rerun alone parted from the tokens already sent
 
 
 class EngineFull(Exception):
@@ -41,19 +56,21 @@ class Engine:
         max_cached_tokens: int = 65536,
         max_waiting: int = 256,
         spec_max_rows: int = 2,
+        max_step_tokens: int = 4096,
     ) -> None:
-        if max_batch < 1 or max_cached_tokens < 1 or max_waiting < 0:
+        if max_batch < 1 or max_cached_tokens < 1 or max_waiting < 0 or max_step_tokens < 1:
             raise ValueError(
                 f"engine limits must be positive: max_batch={max_batch}, max_cached_tokens={max_cached_tokens}, "
-                f"max_waiting={max_waiting}"
+                f"max_waiting={max_waiting}, max_step_tokens={max_step_tokens}"
             )
         self.model = model
         self.max_batch, self.max_cached_tokens, self.max_waiting = max_batch, max_cached_tokens, max_waiting
+        self.max_step_tokens = max_step_tokens
         self.decoders: dict[str, Decoder] = {m: decoder_for(m, model) for m in MODES}
         self.decoders["auto"] = AutoDecoder(model, spec_max_rows)
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._waiting: deque[Request] = deque()
-        self._batches: dict[tuple[str, ModeSettings], Batch] = {}
+        self._batches: dict[Key, Batch] = {}
         self._running: dict[int, Request] = {}
         self._owner: dict[int, Request] = {}  # id(row) -> its request
         self._reserved = 0
@@ -61,6 +78,9 @@ class Engine:
         self._lock = threading.Lock()
         self._turn = 0
         self.counters: Counter = Counter()
+        # Steps started between a cancel and the release of its rows, for the last cancellations:
+        # rows leave at the next step boundary, so 0, or 1 when the cancel came as a step began.
+        self.cancel_lags: deque[int] = deque(maxlen=256)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="trimode-engine", daemon=True)
         self._thread.start()
@@ -78,6 +98,14 @@ class Engine:
                 f"{request.config.max_new_tokens} + block), more than this server's max_cached_tokens "
                 f"{self.max_cached_tokens}"
             )
+        if request.step_tokens > self.max_step_tokens:
+            raise ValueError(
+                f"mode {request.mode!r} at block_size {request.config.block_size} puts {request.step_tokens} tokens "
+                f"in one forward, more than this server's max_step_tokens {self.max_step_tokens}; use a smaller block"
+            )
+        sampling = request.config.sampling
+        if not sampling.greedy and sampling.seed is None and request.config.seeds is None:
+            request.config = replace(request.config, seeds=(secrets.randbits(63),))  # so that a rerun is exact
         with self._lock:
             if self._pending + len(self._waiting) >= self.max_waiting:
                 self.counters["rejected_full"] += 1
@@ -89,6 +117,8 @@ class Engine:
         self._inbox.put(request)
 
     def cancel(self, request: Request) -> None:
+        if request.cancel_step is None:
+            request.cancel_step = self.counters["steps"]
         request.cancelled.set()
         self._inbox.put(None)  # wake the loop
 
@@ -121,6 +151,7 @@ class Engine:
             "max_batch": self.max_batch,
             "batches": [{"mode": key[0], "block_size": key[1].block_size, "rows": len(b.rows)} for key, b in batches if b.rows],
             "counters": dict(self.counters),
+            "cancel_lag_steps": list(self.cancel_lags),
         }
 
     # ----------------------------------------------------------------- engine thread
@@ -151,6 +182,8 @@ class Engine:
             pass
 
     def _finish(self, req: Request, reason: str) -> None:
+        if reason == "cancelled" and req.cancel_step is not None:
+            self.cancel_lags.append(self.counters["steps"] - req.cancel_step)
         self._owner.pop(id(req.row), None)
         self._running.pop(req.id, None)
         self._reserved -= req.reservation
@@ -176,19 +209,26 @@ class Engine:
         for req in [r for r in self._waiting if r.cancelled.is_set()]:
             self._waiting.remove(req)
             self.counters["cancelled"] += 1
+            self.cancel_lags.append(self.counters["steps"] - (req.cancel_step or self.counters["steps"]))
             req.sink(Event("done", finish_reason="cancelled", usage=req.usage()))
         for key, batch in list(self._batches.items()):
             leaving = [r for r in batch.rows if not r.active or self._owner[id(r)].cancelled.is_set()]
             batch.remove(leaving)
             for row in leaving:
                 req = self._owner[id(row)]
-                self._finish(req, "cancelled" if row.active else str(row.finish))
+                if row.finish == MISMATCH:
+                    self._fail([req], RuntimeError(
+                        "its batch failed, and the rerun alone did not reproduce the tokens already sent"))
+                else:
+                    self._finish(req, "cancelled" if row.active else str(row.finish))
             if not batch.rows:
                 del self._batches[key]
 
     def _admit(self) -> None:
-        joining: dict[tuple[str, ModeSettings], list[Request]] = {}
+        joining: dict[Key, list[Request]] = {}
         slots = sum(len(b.rows) for b in self._batches.values())
+        width = {key: len(b.rows) * self._owner[id(b.rows[0])].step_tokens for key, b in self._batches.items() if b.rows}
+        prefill = 0  # prompt tokens of this round's joins, all of which may run in one forward
         while self._waiting and slots < self.max_batch:
             req = self._waiting[0]
             if not req.generate:  # scoring only: no cache row, answered now
@@ -199,11 +239,17 @@ class Engine:
                 continue
             if self._reserved + req.reservation > self.max_cached_tokens:
                 break  # first come, first served: wait for the head request to fit
+            key = self._key(req)
+            if width.get(key, 0) + req.step_tokens > self.max_step_tokens or (
+                    prefill and prefill + len(req.prompt) > self.max_step_tokens):
+                break  # its batch's steps (or this round's prefill) are full: it joins after some leave
+            width[key] = width.get(key, 0) + req.step_tokens
+            prefill += len(req.prompt)
             self._waiting.popleft()
             req.admitted_at = time.perf_counter()
             self._reserved += req.reservation
             self._running[req.id] = req
-            joining.setdefault(self._key(req), []).append(req)
+            joining.setdefault(key, []).append(req)
             slots += 1
         for key, reqs in joining.items():
             decoder = self.decoders[key[0]]
@@ -223,12 +269,14 @@ class Engine:
             self._publish(reqs)
 
     def _step_one(self) -> None:
+        self._reap()  # a cancel that came during the admission's prefill frees its rows before the step
         ready = [(k, b) for k, b in self._batches.items() if b.rows and all(r.active for r in b.rows)]
         if not ready:
             return
         self._turn = (self._turn + 1) % len(ready)
         key, batch = ready[self._turn]
         batch.demand = sum(len(b.rows) for b in self._batches.values()) + len(self._waiting)
+        self.counters["steps"] += 1
         try:
             self.decoders[key[0]].step(batch)
         except Exception as err:  # noqa: BLE001 -- a failing step fails its batch, not the server
@@ -239,16 +287,36 @@ class Engine:
     def _publish(self, reqs: list[Request]) -> None:
         now = time.perf_counter()
         for req in reqs:
+            if req.replay is not None:  # rerun alone after its batch failed: already-sent tokens are checked
+                if len(req.row.tokens) < len(req.replay):
+                    continue
+                if req.row.tokens[: len(req.replay)] != req.replay:
+                    req.row.finish = MISMATCH  # failed in _reap, which takes it out of its batch
+                    continue
+                req.replay = None
             new = req.row.tokens[req.sent :]
             if new:
                 req.first_token_at = req.first_token_at or now
                 req.sent += len(new)
                 req.sink(Event("tokens", tokens=new))
 
-    def _drop(self, key: tuple[str, ModeSettings], reqs: list[Request], err: Exception) -> None:
+    def _drop(self, key: Key, reqs: list[Request], err: Exception) -> None:
+        """Remove a failed batch: a request alone in it fails; several run again, each alone."""
         batch = self._batches.pop(key, None)
         others = [self._owner[id(r)] for r in batch.rows] if batch is not None else []
-        self._fail(list({r.id: r for r in others + reqs}.values()), err)
+        hit = list({r.id: r for r in others + reqs}.values())
+        if len(hit) == 1 or any(r.isolated for r in hit):
+            self._fail(hit, err)
+            return
+        for req in reversed(hit):  # back to the head of the queue, in their order
+            if req.row is not None:
+                self._owner.pop(id(req.row), None)
+                req.replay = req.row.tokens[: req.sent]
+            self._running.pop(req.id, None)
+            self._reserved -= req.reservation
+            req.row, req.isolated = None, True
+            self._waiting.appendleft(req)
+        self.counters["isolated"] += len(hit)
 
     def _fail(self, reqs: list[Request], err: Exception) -> None:
         for req in reqs:
@@ -260,5 +328,5 @@ class Engine:
             req.sink(Event("error", message=f"{type(err).__name__}: {err}"))
 
     @staticmethod
-    def _key(req: Request) -> tuple[str, ModeSettings]:
-        return req.mode, req.config.settings
+    def _key(req: Request) -> Key:
+        return req.mode, req.config.settings, req.id if req.isolated else None

@@ -53,6 +53,14 @@ class Request:
     logprobs: int | None = None
     echo: bool = False
     generate: bool = True
+    isolated: bool = False  # runs in a batch of its own (its shared batch failed)
+    replay: list[int] | None = None  # tokens sent before that failure, which the rerun must reproduce
+    cancel_step: int | None = None  # the engine's step count when it was cancelled
+
+    @property
+    def step_tokens(self) -> int:
+        """Tokens this request adds to one forward of its batch's steps at most."""
+        return spec_for(self.mode, engine=True).step_tokens(self.config.block_size)
 
     @property
     def reservation(self) -> int:

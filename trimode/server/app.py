@@ -2,11 +2,13 @@
 
 Handlers only validate and translate (:mod:`.translate`), then relay (:mod:`.format` builds what
 is sent): the model runs on the engine thread, and each request reads its events from an asyncio
-queue fed with ``call_soon_threadsafe``. A client that goes away (closed stream, or a dropped
-connection while waiting for a non-streamed reply) cancels its request, which frees its cache
-rows at the engine's next step. Every refusal is an OpenAI-style error object
-``{"error": {"message", "type", "param", "code"}}``: 400 for bad input, 404 for an unknown model,
-503 when the waiting queue is full.
+queue fed with ``call_soon_threadsafe``. Tokenizing and the chat template run in a worker thread,
+so a long prompt never holds up the event loop (``/health`` included). A client that goes away
+cancels its requests at once, streamed or not: a task waits on the connection for the disconnect
+while tokens flow, and the engine frees the rows before its next step. Every refusal is an
+OpenAI-style error object ``{"error": {"message", "type", "param", "code"}}``: 400 for bad input,
+401 without the API key, 404 for an unknown model or route, 413 for a body over the limit, 503
+when the waiting queue is full, 500 (the same shape) for a bug.
 """
 
 from __future__ import annotations
@@ -19,9 +21,12 @@ from fastapi import FastAPI
 from fastapi import Request as HTTPRequest
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from ..engine import Engine, EngineFull, Event, Request
 from .format import DONE, Reply, combine, error_body, model_card, model_list, sse
+from .guard import Guard
 from .metrics import CONTENT_TYPE, Metrics
 from .schemas import ChatRequest, CompletionRequest
 from .translate import APIError, ServerConfig, check_model, translate, validation_error
@@ -43,6 +48,22 @@ def create_app(engine: Engine, tokenizer, eos_token_ids: tuple[int, ...], config
     @app.exception_handler(APIError)
     async def _api_error(_: HTTPRequest, exc: APIError) -> JSONResponse:
         return error_response(exc.status, exc.message, exc.param, exc.code)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(http: HTTPRequest, exc: StarletteHTTPException) -> JSONResponse:
+        message = f"no route {http.method} {http.url.path}" if exc.status_code in (404, 405) else str(exc.detail)
+        return error_response(exc.status_code, message, code="not_found" if exc.status_code == 404 else None)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(_: HTTPRequest, __: ClientDisconnect) -> JSONResponse:
+        return JSONResponse({}, status_code=499)  # the client left while sending its body: nobody reads this
+
+    @app.exception_handler(Exception)
+    async def _bug(_: HTTPRequest, exc: Exception) -> JSONResponse:  # uvicorn still logs the traceback
+        return error_response(500, f"internal error: {type(exc).__name__}", code="internal_error")
+
+    app.add_middleware(Guard, allowed_hosts=config.allowed_hosts, api_key=config.api_key,
+                       max_body_bytes=config.max_body_bytes)
 
     @app.get("/health")
     async def health() -> JSONResponse:
@@ -76,7 +97,7 @@ def create_app(engine: Engine, tokenizer, eos_token_ids: tuple[int, ...], config
         return await answer(body, http, chat=True)
 
     async def answer(body: CompletionRequest | ChatRequest, http: HTTPRequest, chat: bool):
-        reqs, stops = translate(body, tokenizer, model, config, eos_token_ids)
+        reqs, stops = await asyncio.to_thread(translate, body, tokenizer, model, config, eos_token_ids)
         first = Reply(chat, config.model_name)  # the id and time every choice's objects share
         replies = [Reply(chat, config.model_name, tokenizer, stops, first.id, first.created, index=i,
                          prompt=r.prompt, echo=r.echo, logprobs=r.logprobs) for i, r in enumerate(reqs)]
@@ -93,12 +114,13 @@ def error_response(status: int, message: str, param: str | None = None, code: st
 async def respond(engine: Engine, http: HTTPRequest, reqs: list[Request], replies: list[Reply], stream: bool,
                   metrics: Metrics | None = None):
     """Submit ``reqs`` (the prompts of one request) and answer with their replies, whole or streamed."""
-    relays = []
+    relays, watcher = [], None
     try:
         # Every prompt is submitted before any event is awaited, so that they join the engine's
         # batch together, and refusals are plain HTTP errors even when streaming.
         for req in reqs:
             relays.append(relay(engine, http, req, metrics))
+        watcher = asyncio.ensure_future(cancel_on_disconnect(http, engine, reqs))
         firsts = [await anext(events, None) for events in relays]
         for event in firsts:
             if event is None:  # the client left before anything came
@@ -108,20 +130,23 @@ async def respond(engine: Engine, http: HTTPRequest, reqs: list[Request], replie
     except BaseException:
         for req in reqs:  # those already submitted (cancelling one not submitted is harmless)
             engine.cancel(req)
+        await cancel([watcher] if watcher else [])
         for events in relays:
             await events.aclose()
         raise
-    if stream:
+    if stream:  # from here the streaming response notices a disconnect and closes the relays
+        await cancel([watcher])
         return StreamingResponse(stream_replies(replies, firsts, relays), media_type="text/event-stream")
     tasks = [asyncio.ensure_future(collect(r, e, f)) for r, e, f in zip(replies, relays, firsts)]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         results = [task.result() for task in tasks]  # the first failure, if any, is raised here
     finally:
-        await cancel(tasks)
+        gone = watcher.done() and not watcher.cancelled()
+        await cancel([*tasks, watcher])
         for events in relays:
             await events.aclose()
-    if any(result is None for result in results):  # client gone
+    if gone or any(result is None for result in results):  # client gone
         return JSONResponse({}, status_code=499)
     return combine([reply.response(text, last, req.row.tokens if req.row else [])
                     for reply, req, (text, last) in zip(replies, reqs, results)])
@@ -180,6 +205,16 @@ async def stream_replies(replies: list[Reply], firsts: list[Event], relays: list
         await cancel(tasks)
         for events in relays:
             await events.aclose()  # a client gone mid-stream cancels its requests here
+
+
+async def cancel_on_disconnect(http: HTTPRequest, engine: Engine, reqs: list[Request]) -> None:
+    """Wait for the client to go away, then cancel ``reqs``. The body has been read, so the only
+    message left on the connection is the disconnect; the engine sees the cancellation before its
+    next step."""
+    while (await http.receive())["type"] != "http.disconnect":
+        pass
+    for req in reqs:
+        engine.cancel(req)
 
 
 async def cancel(tasks: list[asyncio.Future]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 from ..cli_common import UsageError, add_model_args, load_from_args
 from ..decoding.spec import ENGINE_MODES
 from ..engine import Engine
+from .http import BODY_TIMEOUT, HEADER_TIMEOUT
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -26,23 +28,51 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-model-len", type=int, default=None, help="context limit (default: the model's)")
     p.add_argument("--spec-max-rows", type=int, default=2,
                    help="auto mode: self-speculate while at most this many rows decode, else AR")
+    p.add_argument("--max-step-tokens", type=int, default=4096,
+                   help="tokens one forward may carry (rows x block or grid; joining prompts); larger blocks are refused")
+    p.add_argument("--max-body-bytes", type=int, default=16 * 2**20, help="larger request bodies get 413")
+    p.add_argument("--api-key", default=os.environ.get("TRIMODE_API_KEY"),
+                   help="require 'Authorization: Bearer KEY' on /v1 and /metrics (default: $TRIMODE_API_KEY; none)")
+    p.add_argument("--allowed-hosts", default=None,
+                   help="comma-separated Host names to answer, '*' for any (default: loopback names when bound to "
+                        "a loopback address, against DNS rebinding; any otherwise)")
+    p.add_argument("--header-timeout", type=float, default=HEADER_TIMEOUT,
+                   help="seconds a connection may take to send its request headers")
+    p.add_argument("--body-timeout", type=float, default=BODY_TIMEOUT,
+                   help="seconds a request body may pause before the connection is closed")
 
 
 def build(args: argparse.Namespace):
     """(app, engine) from parsed arguments; the model is loaded here."""
     from .app import ServerConfig, create_app  # fastapi: imported only when serving
+    from .guard import default_allowed_hosts
 
+    check_limits(args)
     loaded = load_from_args(args, verbose=True)
     cfg = loaded.config
     context = args.max_model_len or cfg.max_position_embeddings
     engine = Engine(loaded.model, max_batch=args.max_batch, max_cached_tokens=args.max_cached_tokens,
-                    max_waiting=args.max_waiting, spec_max_rows=args.spec_max_rows)
+                    max_waiting=args.max_waiting, spec_max_rows=args.spec_max_rows, max_step_tokens=args.max_step_tokens)
     name = args.served_model_name or Path(str(loaded.source)).name
     config = ServerConfig(model_name=name, mode=args.mode, block_size=args.block_size, device=args.device,
-                          max_context=context, max_prompt_tokens=context - 1)
+                          max_context=context, max_prompt_tokens=context - 1, max_body_bytes=args.max_body_bytes,
+                          api_key=args.api_key or None, allowed_hosts=default_allowed_hosts(args.host, hosts(args)))
     app = create_app(engine, loaded.tokenizer, loaded.eos_token_ids, config)
     app.state.banner = banner(args, engine, loaded.source, name, context)
     return app, engine
+
+
+def hosts(args: argparse.Namespace) -> list[str] | None:
+    return [h.strip() for h in args.allowed_hosts.split(",") if h.strip()] if args.allowed_hosts else None
+
+
+def check_limits(args: argparse.Namespace) -> None:
+    """UsageError for a limit that cannot work, found before the model loads."""
+    for name in ("max_step_tokens", "max_body_bytes", "header_timeout", "body_timeout"):
+        if getattr(args, name) <= 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
+    if args.allowed_hosts is not None and not hosts(args):
+        raise UsageError(f"--allowed-hosts must name at least one host (or '*'), got {args.allowed_hosts!r}")
 
 
 def check_port(host: str, port: int) -> None:
@@ -60,11 +90,14 @@ def banner(args: argparse.Namespace, engine: Engine, loaded_source, name: str, c
     """The one start-up line: what is served, how, where, within which limits."""
     return (f"trimode serve: model {name!r} ({loaded_source}), default mode {args.mode}, {args.device} {args.dtype}, "
             f"http://{args.host}:{args.port}/v1, max batch {engine.max_batch}, max cached tokens "
-            f"{engine.max_cached_tokens}, max waiting {engine.max_waiting}, context {context} tokens")
+            f"{engine.max_cached_tokens}, max waiting {engine.max_waiting}, context {context} tokens"
+            f"{', API key required' if args.api_key else ''}")
 
 
 def run(args: argparse.Namespace) -> int:
     import uvicorn
+
+    from .http import uvicorn_config
 
     if not 0 < args.port < 65536:
         raise UsageError(f"--port must be in 1..65535, got {args.port}")
@@ -72,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
     app, engine = build(args)
     print(app.state.banner, file=sys.stderr, flush=True)
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+        uvicorn.Server(uvicorn_config(app, args.host, args.port, header_timeout=args.header_timeout,
+                                      body_timeout=args.body_timeout)).run()
     finally:
         engine.close()
     return 0

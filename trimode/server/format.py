@@ -26,13 +26,18 @@ from .logprobs import TokenText, chat_logprobs, completion_logprobs, reported
 from .translate import ServerConfig
 
 FINISH = {"eos": "stop", "stop": "stop", "length": "length", "cancelled": "cancelled"}
-ERROR_TYPES = {404: "not_found_error", 503: "server_overloaded", 500: "server_error"}  # else invalid_request_error
+ERROR_TYPES = {401: "authentication_error", 404: "not_found_error", 503: "server_overloaded", 500: "server_error"}  # else invalid_request_error
 DONE = "data: [DONE]\n\n"
 
 
 def error_body(status: int, message: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
     kind = ERROR_TYPES.get(status, "invalid_request_error")
-    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    return {"error": {"message": printable(message), "type": kind, "param": param and printable(param), "code": code}}
+
+
+def printable(text: str) -> str:
+    """``text`` that can be sent as UTF-8: a lone surrogate quoted from a request is escaped."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def model_card(config: ServerConfig) -> dict[str, Any]:

@@ -113,3 +113,10 @@ class _EngineState:
         refused = CounterMetricFamily("trimode_rejected_requests", "Requests refused with 503 (queue full)")
         refused.add_metric([], m["counters"].get("rejected_full", 0))
         yield refused
+        for name, key, doc in (
+            ("trimode_engine_steps", "steps", "Decoding steps the engine has run (one batch forward cycle each)"),
+            ("trimode_isolated_requests", "isolated", "Requests rerun alone because their batch failed"),
+        ):
+            counter = CounterMetricFamily(name, doc)
+            counter.add_metric([], m["counters"].get(key, 0))
+            yield counter

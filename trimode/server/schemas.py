@@ -9,12 +9,32 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    field_validator,
+)
 
 from ..decoding.spec import ENGINE_MODES
 
 MODE_FIELD = Literal[ENGINE_MODES]  # the OpenAPI enum of "mode"
-Stop = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+def _unicode(text: str) -> str:
+    # JSON may spell a lone surrogate ("\ud800"), which is no character: the tokenizer cannot
+    # encode it, and neither can a reply that quotes it.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ValueError(f"text must be valid Unicode; a lone surrogate is at position {err.start}") from None
+    return text
+
+
+Unicode = Annotated[str, AfterValidator(_unicode)]
+Stop = Annotated[Unicode, Field(min_length=1, max_length=256)]
 # OpenAI takes 4; evaluation harnesses send a task's stop sequences plus the EOS text, often more.
 MAX_STOPS = 16
 
@@ -22,7 +42,7 @@ MAX_STOPS = 16
 class _Common(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(min_length=1, description="a model id from GET /v1/models")
+    model: Unicode = Field(min_length=1, description="a model id from GET /v1/models")
     max_tokens: int | None = Field(default=None, ge=0, description="tokens to generate (EOS counted); default 16 / chat: up to the context; 0 only with echo")
     temperature: float = Field(default=1.0, ge=0.0, le=2.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
@@ -31,7 +51,7 @@ class _Common(BaseModel):
     stream: bool = False
     stream_options: dict[str, bool] | None = None
     n: int = Field(default=1, ge=1, le=1, description="only 1 is supported")
-    user: str | None = None
+    user: Unicode | None = None
     presence_penalty: float = Field(default=0.0, ge=0.0, le=0.0, description="only 0 is supported")
     frequency_penalty: float = Field(default=0.0, ge=0.0, le=0.0, description="only 0 is supported")
     # trimode extras
@@ -54,13 +74,14 @@ class _Common(BaseModel):
 
 
 MAX_PROMPTS = 64  # prompts in one completions request (each is a row of the engine's batch)
-TokenIds = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
-Text = Annotated[str, Field(min_length=1)]
+# Strict: JSON true and false are not token ids 1 and 0, nor is 5.0 an id.
+TokenIds = Annotated[list[Annotated[StrictInt, Field(ge=0)]], Field(min_length=1)]
+Text = Annotated[Unicode, Field(min_length=1)]
 MAX_LOGPROBS = 20
 
 
 class CompletionRequest(_Common):
-    prompt: Text | TokenIds | Annotated[list[str], Field(min_length=1, max_length=MAX_PROMPTS)] | Annotated[
+    prompt: Text | TokenIds | Annotated[list[Unicode], Field(min_length=1, max_length=MAX_PROMPTS)] | Annotated[
         list[TokenIds], Field(min_length=1, max_length=MAX_PROMPTS)] = Field(
         description=f"text, token ids, or a batch of up to {MAX_PROMPTS} of either (one choice per prompt, "
                     "each with its index)")
@@ -74,14 +95,14 @@ class CompletionRequest(_Common):
 class ContentPart(BaseModel):
     model_config = ConfigDict(extra="forbid")
     type: Literal["text"]
-    text: str
+    text: Unicode
 
 
 class Message(BaseModel):
     model_config = ConfigDict(extra="forbid")
     role: Literal["system", "user", "assistant", "developer"]
-    content: str | list[ContentPart]
-    name: str | None = None
+    content: Unicode | list[ContentPart]
+    name: Unicode | None = None
 
     def text(self) -> str:
         return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)

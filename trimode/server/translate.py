@@ -37,6 +37,9 @@ class ServerConfig:
     max_prompt_tokens: int = 8191
     default_max_tokens: int = 16  # completions (OpenAI's default)
     default_chat_max_tokens: int = 1024
+    max_body_bytes: int = 16 * 2**20  # 64 prompts of a few thousand token ids fit; a 50 MiB paste does not
+    api_key: str | None = None  # required as "Authorization: Bearer KEY" on /v1 and /metrics when set
+    allowed_hosts: tuple[str, ...] | None = None  # Host names answered (None: any); see trimode.server.guard
 
 
 class APIError(Exception):
@@ -56,7 +59,8 @@ def translate(body: CompletionRequest | ChatRequest, tokenizer, model: ModelConf
     batch) and the stop strings of ``body``."""
     check_model(body.model, config)
     chat = isinstance(body, ChatRequest)
-    prompts = [chat_prompt(body, tokenizer)] if chat else completion_prompts(body, tokenizer)
+    limit = config.max_prompt_tokens
+    prompts = [chat_prompt(body, tokenizer, limit)] if chat else completion_prompts(body, tokenizer, limit)
     mode = body.mode or config.mode
     try:
         spec = spec_for(mode, engine=True)
@@ -123,9 +127,16 @@ def check_model(name: str, config: ServerConfig) -> None:
                        param="model", code="model_not_found")
 
 
-def completion_prompts(body: CompletionRequest, tokenizer) -> list[list[int]]:
+def too_long(text_chars: int, tokenizer, max_tokens: int | None) -> bool:
+    """Whether a text of ``text_chars`` characters certainly has more than ``max_tokens`` tokens,
+    known without tokenizing it (a token stands for at most ``tokenizer.max_token_chars``)."""
+    return max_tokens is not None and text_chars > max_tokens * tokenizer.max_token_chars
+
+
+def completion_prompts(body: CompletionRequest, tokenizer, max_tokens: int | None = None) -> list[list[int]]:
     """The prompts of a completions body: a string, a list of strings, a list of token ids, or a
-    list of lists of token ids (several prompts: one choice each)."""
+    list of lists of token ids (several prompts: one choice each). A text that must have more than
+    ``max_tokens`` tokens is refused before it is tokenized."""
     given = body.prompt
     if isinstance(given, str) or (given and isinstance(given[0], int)):
         given = [given]
@@ -135,6 +146,10 @@ def completion_prompts(body: CompletionRequest, tokenizer) -> list[list[int]]:
         if isinstance(item, str):
             if tokenizer is None:
                 raise APIError(400, "this model has no tokenizer: send the prompt as token ids", param="prompt")
+            if too_long(len(item), tokenizer, max_tokens):
+                raise APIError(400, f"{where} has {len(item)} characters, more than {max_tokens} tokens can hold; "
+                                    f"this server accepts at most {max_tokens} tokens", param="prompt",
+                               code="context_length_exceeded")
             item = tokenizer.encode(item)
         if not item:
             raise APIError(400, f"{where} is empty after tokenization", param="prompt")
@@ -142,9 +157,14 @@ def completion_prompts(body: CompletionRequest, tokenizer) -> list[list[int]]:
     return prompts
 
 
-def chat_prompt(body: ChatRequest, tokenizer) -> list[int]:
+def chat_prompt(body: ChatRequest, tokenizer, max_tokens: int | None = None) -> list[int]:
     if tokenizer is None or not tokenizer.chat_template:
         raise APIError(400, "this model has no chat template; use /v1/completions", param="messages")
+    chars = sum(len(m.text()) for m in body.messages)
+    if too_long(chars, tokenizer, max_tokens):
+        raise APIError(400, f"messages have {chars} characters, more than {max_tokens} tokens can hold; this "
+                            f"server accepts at most {max_tokens} prompt tokens", param="messages",
+                       code="context_length_exceeded")
     try:
         return tokenizer.encode_chat([{"role": m.role, "content": m.text()} for m in body.messages])
     except (TemplateError, ValueError, TypeError) as err:
@@ -154,6 +174,11 @@ def chat_prompt(body: ChatRequest, tokenizer) -> list[int]:
 def validation_error(errors: Sequence[dict[str, Any]]) -> APIError:
     """A 400 for a body that failed the schema (pydantic's errors), naming the first bad field."""
     parts, param = [], None
+    unicode = [e for e in errors if "lone surrogate" in str(e.get("msg"))]
+    if unicode:  # whatever form it took, the text itself is at fault
+        loc = [str(x) for x in unicode[0].get("loc", ()) if x != "body" and "[" not in str(x)]  # no union tags
+        message = str(unicode[0]["msg"]).removeprefix("Value error, ")
+        return APIError(400, f"{'.'.join(loc) or 'body'}: {message}", param=loc[0] if loc else None)
     prompt = [e for e in errors if tuple(e.get("loc", ()))[1:2] == ("prompt",)]
     if prompt and len(prompt) > 1:  # one error per form the union allows: say what the forms are
         sizes = sorted({e.get("msg") for e in prompt if e.get("type") in ("too_long", "too_short")})
