@@ -59,6 +59,8 @@ INIT=${INIT:-$BASE}
 # Resume when any checkpoint folder exists (trimode train picks the newest that verifies; latest.json is
 # only a pointer for people). A longer STEPS (and the warmup derived from it) needs no --override.
 RESUME=(); compgen -G "$OUT/train/checkpoints/step-*" > /dev/null && RESUME=(--resume)
+# OVERRIDE=1 resumes on changed data (more shards: a new epoch over all of them, model and optimizer kept).
+[ "${OVERRIDE:-0}" = 1 ] && RESUME+=(--override)
 trimode train --model "$INIT" --device "$DEVICE" --objective adapter --mask-token "<empty_output>" --train-mask-embedding no \
   --adapter-rank "$RANK" --adapter-alpha $((2 * RANK)) --adapter-targets "$TARGETS" --adapter-top-layers "$TOP" \
   --adapter-scope masks --block-size "$BLOCK" --draft-loss all --draft-gamma 0.8 --distill-topk 32 \

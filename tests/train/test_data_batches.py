@@ -106,3 +106,21 @@ def test_bad_arguments_and_mismatched_state():
     other = PackedDataset(numbered(4).input_ids + 1, numbered(4).loss_mask)  # same size, other tokens
     with pytest.raises(ValueError, match="saved state has data="):
         Batches(other, global_batch=2, seed=0).load_state_dict(state)
+
+
+def test_new_data_on_resume_opens_a_new_epoch_over_it_when_allowed():
+    # A longer run on more shards keeps its model and optimizer; its data order starts afresh.
+    old = Batches(numbered(4), global_batch=2, seed=0)
+    next(iter(old))
+    state = old.state_dict()
+    bigger = Batches(numbered(6), global_batch=2, seed=0)
+    assert bigger.load_state_dict(state, new_data=True) is True
+    assert (bigger.epoch, bigger.position) == (state["epoch"] + 1, 0)
+    fresh = Batches(numbered(6), global_batch=2, seed=0)
+    fresh.epoch = state["epoch"] + 1
+    assert [b["input_ids"].tolist() for b, _ in zip(bigger, range(3))] == [
+        b["input_ids"].tolist() for b, _ in zip(fresh, range(3))]
+    same = Batches(numbered(4), global_batch=2, seed=0)
+    assert same.load_state_dict(state, new_data=True) is False and same.position == state["position"]
+    with pytest.raises(ValueError, match="saved state has seed=0, this run has 1"):
+        Batches(numbered(6), global_batch=2, seed=1).load_state_dict(state, new_data=True)

@@ -190,3 +190,19 @@ def test_kill_9_at_random_points_then_resume_gives_the_unbroken_run_bit_for_bit(
     straight, resumed = _trainable(tmp_path / "straight"), _trainable(run)
     assert straight.keys() == resumed.keys()
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+
+
+def test_more_data_on_resume_needs_override_and_then_opens_a_new_epoch(scratch, run4, tmp_path, capsys):
+    from trimode.cli import main
+
+    run, more = tmp_path / "run", tmp_path / "more.txt"
+    shutil.copytree(run4, run)
+    more.write_text(scratch[1].read_text() + arithmetic(300, seed=5))  # the old data and some new
+    capsys.readouterr()
+    assert main(_args(scratch, run, 6, "--resume", "--data", str(more))) == 2
+    err = capsys.readouterr().err
+    assert "cannot resume the data order" in err and "--override" in err and "Traceback" not in err
+    assert main(_args(scratch, run, 6, "--resume", "--data", str(more), "--override")) == 0
+    out, err = capsys.readouterr()
+    assert "resumed from step 4" in out and "the data changed since step-00000004" in err and "new epoch" in err
+    assert _steps(run) == list(range(1, 7))

@@ -91,16 +91,26 @@ class Batches:
                 "global_batch": self.global_batch, "sequences": len(self.dataset), "drop_last": self.drop_last,
                 "data": getattr(self.dataset, "fingerprint", None)}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any], new_data: bool = False) -> bool:
+        """Continue the saved order. ``new_data``: the data may differ from the saved run's (more
+        shards for a longer run); then the next batch opens a new epoch over this run's data.
+        Returns whether the data changed."""
         mine = self.state_dict()
-        for key in ("seed", "global_batch", "sequences", "drop_last", "data"):
-            if state.get(key) is not None and mine[key] is not None and state[key] != mine[key]:
+        changed = [k for k in ("seed", "global_batch", "sequences", "drop_last", "data")
+                   if state.get(k) is not None and mine[k] is not None and state[k] != mine[k]]
+        for key in changed:
+            if not (new_data and key in ("sequences", "data")):
                 raise ValueError(
                     f"cannot resume the data order: the saved state has {key}={state[key]!r}, this run has "
-                    f"{mine[key]!r} (the data, global batch and seed must match the interrupted run)"
+                    f"{mine[key]!r} (the data, global batch and seed must match the interrupted run; "
+                    "--override resumes on changed data with a new epoch)"
                 )
+        if changed:  # a fresh permutation of the new data, never one seen before under this seed
+            self.epoch, self.position, self._order = int(state["epoch"]) + 1, 0, None
+            return True
         epoch, position = int(state["epoch"]), int(state["position"])
         if epoch < 0 or not 0 <= position <= self.batches_per_epoch:
             raise ValueError(f"bad data state epoch={epoch} position={position} "
                              f"(expected position in [0, {self.batches_per_epoch}])")
         self.epoch, self.position, self._order = epoch, position, None
+        return False

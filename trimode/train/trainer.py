@@ -197,7 +197,9 @@ class Trainer:
         except (KeyError, RuntimeError, ValueError) as err:
             raise CheckpointError(f"cannot resume from {found.path}: its weights or optimizer state do not fit "
                                   f"this run's trainable parameters ({err})") from None
-        self.batches.load_state_dict(found.meta["data"])
+        if self.batches.load_state_dict(found.meta["data"], new_data=override):
+            self._say(f"note: the data changed since {found.path.name} (--override): training goes on from step "
+                      f"{found.step} with a new epoch over {len(self.batches.dataset)} sequences")
         found.restore_rng()
         self.step = found.step
         if self.env.main:
