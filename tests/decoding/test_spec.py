@@ -76,3 +76,12 @@ def test_settings_are_the_batch_shaping_fields_only():
     assert GenerationConfig(block_size=8).settings != a.settings
     with pytest.raises(ValueError, match="threshold must be in"):
         GenerationConfig(threshold=1.5)
+
+
+def test_the_step_budget_is_per_device():
+    from trimode.decoding.spec import STEP_TOKENS, step_tokens_budget
+
+    assert step_tokens_budget("cpu") == STEP_TOKENS["cpu"] == 512
+    assert step_tokens_budget("cuda:1") == STEP_TOKENS["cuda"] and step_tokens_budget("mps") == 512
+    # The widest CPU request fits a CPU step; the widest grid does not.
+    assert SPECS["diffusion"].step_tokens(SPECS["diffusion"].max_block) <= 512 < SPECS["quadratic-spec"].step_tokens(32)

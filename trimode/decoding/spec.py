@@ -95,6 +95,18 @@ SPECS: Mapping[str, ModeSpec] = MappingProxyType({
         _spec("auto", needs_mask=False, min_block=1, cpu=8, cuda=32, lossless=True, engine_only=True),
     )
 })
+# The most tokens one engine forward may carry, per device type (rows x what each adds to a step,
+# or the prompts joining together). On a CPU a forward's time grows about linearly past ~32
+# tokens, so 512 bounds a step near 1.7 s for SmolLM2-135M and batching wider gains little;
+# on a GPU width is cheap until the logits' memory (4 x vocabulary bytes per token) dominates.
+STEP_TOKENS: Mapping[str, int] = MappingProxyType({"cpu": 512, "cuda": 8192})
+
+
+def step_tokens_budget(device: str = "cpu") -> int:
+    """The per-step token budget of the engine on ``device`` ("cpu", "cuda:1", ...)."""
+    return STEP_TOKENS.get(str(device).split(":")[0], STEP_TOKENS["cpu"])
+
+
 MODES = tuple(name for name, s in SPECS.items() if not s.engine_only)  # the decoders' modes
 ENGINE_MODES = tuple(SPECS)  # what the engine and the server accept
 

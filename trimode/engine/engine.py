@@ -32,7 +32,7 @@ import torch
 from ..decoding import MODES, decoder_for
 from ..decoding.base import Batch, Decoder, ModeSettings, Row
 from ..decoding.score import score
-from ..decoding.spec import spec_for
+from ..decoding.spec import spec_for, step_tokens_budget
 from ..model.transformer import Transformer
 from .auto import AutoDecoder
 from .request import Event, Request
@@ -56,8 +56,10 @@ class Engine:
         max_cached_tokens: int = 65536,
         max_waiting: int = 256,
         spec_max_rows: int = 2,
-        max_step_tokens: int = 4096,
+        max_step_tokens: int | None = None,
     ) -> None:
+        if max_step_tokens is None:  # the budget of the model's device
+            max_step_tokens = step_tokens_budget(next(model.parameters()).device.type)
         if max_batch < 1 or max_cached_tokens < 1 or max_waiting < 0 or max_step_tokens < 1:
             raise ValueError(
                 f"engine limits must be positive: max_batch={max_batch}, max_cached_tokens={max_cached_tokens}, "

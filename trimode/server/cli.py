@@ -28,8 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-model-len", type=int, default=None, help="context limit (default: the model's)")
     p.add_argument("--spec-max-rows", type=int, default=2,
                    help="auto mode: self-speculate while at most this many rows decode, else AR")
-    p.add_argument("--max-step-tokens", type=int, default=4096,
-                   help="tokens one forward may carry (rows x block or grid; joining prompts); larger blocks are refused")
+    p.add_argument("--max-step-tokens", type=int, default=None,
+                   help="tokens one forward may carry (rows x block or grid; joining prompts); wider requests are "
+                        "refused (default: the device's, CPU 512, CUDA 8192)")
     p.add_argument("--max-body-bytes", type=int, default=16 * 2**20, help="larger request bodies get 413")
     p.add_argument("--api-key", default=os.environ.get("TRIMODE_API_KEY"),
                    help="require 'Authorization: Bearer KEY' on /v1 and /metrics (default: $TRIMODE_API_KEY; none)")
@@ -69,7 +70,7 @@ def hosts(args: argparse.Namespace) -> list[str] | None:
 def check_limits(args: argparse.Namespace) -> None:
     """UsageError for a limit that cannot work, found before the model loads."""
     for name in ("max_step_tokens", "max_body_bytes", "header_timeout", "body_timeout"):
-        if getattr(args, name) <= 0:
+        if getattr(args, name) is not None and getattr(args, name) <= 0:
             raise UsageError(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
     if args.allowed_hosts is not None and not hosts(args):
         raise UsageError(f"--allowed-hosts must name at least one host (or '*'), got {args.allowed_hosts!r}")
@@ -89,7 +90,8 @@ def check_port(host: str, port: int) -> None:
 def banner(args: argparse.Namespace, engine: Engine, loaded_source, name: str, context: int) -> str:
     """The one start-up line: what is served, how, where, within which limits."""
     return (f"trimode serve: model {name!r} ({loaded_source}), default mode {args.mode}, {args.device} {args.dtype}, "
-            f"http://{args.host}:{args.port}/v1, max batch {engine.max_batch}, max cached tokens "
+            f"http://{args.host}:{args.port}/v1, max batch {engine.max_batch}, max step tokens "
+            f"{engine.max_step_tokens}, max cached tokens "
             f"{engine.max_cached_tokens}, max waiting {engine.max_waiting}, context {context} tokens"
             f"{', API key required' if args.api_key else ''}")
 
