@@ -229,3 +229,17 @@ def test_the_api_key_is_required_on_the_api_and_metrics_not_on_health(model):
         out = openai.OpenAI(base_url=s.url + "/v1", api_key="s3cret", max_retries=0).completions.create(
             model="tiny", prompt=[5], max_tokens=2)
         assert out.choices[0].finish_reason in ("length", "stop")
+
+
+def test_a_bug_in_a_route_is_a_500_in_the_openai_shape(srv, monkeypatch):
+    import trimode.server.app as app_module
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(app_module, "translate", broken)
+    r = post(srv, {"model": "tiny", "prompt": [5], "max_tokens": 1})
+    assert r.status_code == 500 and r.headers["content-type"].startswith("application/json")
+    assert r.json()["error"] == {"message": "internal error: RuntimeError", "type": "server_error", "param": None,
+                                 "code": "internal_error"}
+    assert httpx.get(srv.url + "/health").status_code == 200
