@@ -230,7 +230,7 @@ class Engine:
         joining: dict[Key, list[Request]] = {}
         slots = sum(len(b.rows) for b in self._batches.values())
         width = {key: len(b.rows) * self._owner[id(b.rows[0])].step_tokens for key, b in self._batches.items() if b.rows}
-        prefill = 0  # prompt tokens of this round's joins, all of which may run in one forward
+        prefill = 0  # prompt tokens joining this round (each batch's joiners are prefilled in one forward)
         while self._waiting and slots < self.max_batch:
             req = self._waiting[0]
             if not req.generate:  # scoring only: no cache row, answered now
