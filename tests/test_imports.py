@@ -123,3 +123,14 @@ def test_the_checker_sees_cycles_and_function_level_imports(tmp_path):
     pkg.mkdir()
     (pkg / "x.py").write_text("def f():\n    from .y import g\n")
     assert imports("trimode.x", pkg / "x.py", {"trimode.x", "trimode.y"}) == {"trimode.y"}
+
+
+def test_building_the_cli_parser_imports_no_server_packages():
+    # Every `trimode` command builds the whole parser; uvicorn and fastapi load only to serve.
+    import subprocess
+    import sys
+
+    code = ("import sys; from trimode.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in ('uvicorn', 'fastapi', 'h11') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

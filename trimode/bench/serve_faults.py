@@ -41,6 +41,7 @@ from tqdm import tqdm
 
 from ..model.defaults import default_model_path
 from ..runinfo import machine_info, write_result
+from ..server.limits import BODY_TIMEOUT, HEADER_TIMEOUT, MAX_BODY_BYTES
 from .live import SERVED, Server
 
 CHECK_MODES = ["ar", "linear-spec", "quadratic-spec", "diffusion"]
@@ -91,7 +92,7 @@ def fuzz_case(rng: random.Random) -> tuple[str, str, bytes, str]:
     elif kind >= 0.92:
         ctype = rng.choice(["text/plain", "application/x-www-form-urlencoded", ""])
     if rng.random() < 0.02:
-        raw = b"{" + b" " * (17 * 2**20) + b"}"  # over the 16 MiB body limit
+        raw = b"{" + b" " * (MAX_BODY_BYTES + 2**20) + b"}"  # over the body limit
     return method, path, raw, ctype
 
 
@@ -282,8 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--requests", type=int, default=1000, help="requests of the RSS phase")
     p.add_argument("--checkers", type=int, default=2, help="greedy clients running throughout")
     p.add_argument("--check-tokens", type=int, default=12)
-    p.add_argument("--header-timeout", type=float, default=10.0)
-    p.add_argument("--body-timeout", type=float, default=30.0)
+    p.add_argument("--header-timeout", type=float, default=HEADER_TIMEOUT)
+    p.add_argument("--body-timeout", type=float, default=BODY_TIMEOUT)
     p.add_argument("--hang-s", type=float, default=120.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="say the machine had nothing else running")

@@ -11,7 +11,7 @@ from pathlib import Path
 from ..cli_common import UsageError, add_model_args, load_from_args
 from ..decoding.spec import ENGINE_MODES
 from ..engine import Engine
-from .http import BODY_TIMEOUT, HEADER_TIMEOUT
+from .limits import BODY_TIMEOUT, HEADER_TIMEOUT, MAX_BODY_BYTES
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -31,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-step-tokens", type=int, default=None,
                    help="tokens one forward may carry (rows x block or grid; joining prompts); wider requests are "
                         "refused (default: the device's, CPU 512, CUDA 8192)")
-    p.add_argument("--max-body-bytes", type=int, default=16 * 2**20, help="larger request bodies get 413")
+    p.add_argument("--max-body-bytes", type=int, default=MAX_BODY_BYTES, help="larger request bodies get 413")
     p.add_argument("--api-key", default=os.environ.get("TRIMODE_API_KEY"),
                    help="require 'Authorization: Bearer KEY' on /v1 and /metrics (default: $TRIMODE_API_KEY; none)")
     p.add_argument("--allowed-hosts", default=None,

@@ -16,8 +16,7 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-HEADER_TIMEOUT = 10.0
-BODY_TIMEOUT = 30.0
+from .limits import BODY_TIMEOUT, HEADER_TIMEOUT
 
 
 class TimedH11Protocol(H11Protocol):

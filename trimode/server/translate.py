@@ -21,6 +21,7 @@ from ..decoding.spec import spec_for, thresholds
 from ..decoding.stop import StopStrings
 from ..engine import Request
 from ..sampling import SamplingParams
+from .limits import MAX_BODY_BYTES
 from .schemas import MAX_PROMPTS, ChatRequest, CompletionRequest
 
 PROMPT_FORMS = (f"prompt must be a string, a list of token ids, or a list of at most {MAX_PROMPTS} strings or "
@@ -37,7 +38,7 @@ class ServerConfig:
     max_prompt_tokens: int = 8191
     default_max_tokens: int = 16  # completions (OpenAI's default)
     default_chat_max_tokens: int = 1024
-    max_body_bytes: int = 16 * 2**20  # 64 prompts of a few thousand token ids fit; a 50 MiB paste does not
+    max_body_bytes: int = MAX_BODY_BYTES
     api_key: str | None = None  # required as "Authorization: Bearer KEY" on /v1 and /metrics when set
     allowed_hosts: tuple[str, ...] | None = None  # Host names answered (None: any); see trimode.server.guard
 
