@@ -13,6 +13,7 @@ import torch
 from .decoding.text import Detokenizer
 from .model import LoadedModel, load
 from .model.defaults import model_path
+from .model.kernels import KERNELS, unavailable_reason
 
 DTYPES = ("float32", "bfloat16", "float16")
 # Generated tokens and forwards are counted the same way in every mode and every report.
@@ -32,7 +33,11 @@ def add_model_args(p: argparse.ArgumentParser, dtypes: tuple[str, ...] = DTYPES)
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-pack", action="store_true",
-                   help="do not prepack weights for CPU float32 matmuls (saves one copy of the weights)")
+                   help="do not prepack weights for CPU float32 matmuls (saves one copy of the weights; "
+                        "the same as --kernel plain)")
+    p.add_argument("--kernel", choices=KERNELS, default="auto",
+                   help="CPU float32 matmul kernel: trimode (built here on first use), onednn, plain (F.linear); "
+                        "auto = trimode where it builds, else onednn")
     p.add_argument("--mask-token", help="for a checkpoint without mask_token_id: the token (id or text) to use as "
                                         "mask in diffusion and self-speculation")
 
@@ -52,14 +57,17 @@ def load_from_args(
     device = getattr(args, "device", "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError(f"--device {device} requested but CUDA is not available on this machine")
-    if getattr(args, "no_pack", False):
-        pack = False
+    kernel = getattr(args, "kernel", "auto")
+    if getattr(args, "no_pack", False) or kernel == "plain":
+        pack, kernel = False, "plain"
+    if kernel == "trimode" and unavailable_reason() is not None:
+        raise UsageError(f"--kernel trimode: {unavailable_reason()}")
     path = model_path(args.model)
     if verbose:
         print(f"loading {path} on {device} ...", file=sys.stderr, flush=True)
     start = time.perf_counter()
     loaded = load(path, dtype=getattr(torch, getattr(args, "dtype", "float32")), device=device,
-                  adapter=adapter, pack=pack, mask_token=getattr(args, "mask_token", None),
+                  adapter=adapter, pack=pack, kernel=kernel, mask_token=getattr(args, "mask_token", None),
                   default_mask_token=default_mask_token)
     if verbose:
         print(f"loaded {loaded.format} model in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)

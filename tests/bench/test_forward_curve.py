@@ -35,3 +35,18 @@ def test_cli_prints_the_curve_and_a_json_line(tmp_path, capsys):
     assert set(result["best_block_by_alpha"].values()) <= {2, 4}
     assert json.loads(out.read_text())["command"].startswith("trimode bench forward-curve --model")
     assert any(line.startswith("alpha") for line in lines)
+
+
+def test_kernels_take_turns_and_each_gets_a_curve(tmp_path, capsys):
+    from conftest import tiny_text_checkpoint
+
+    ckpt = tiny_text_checkpoint(tmp_path)
+    assert main(["bench", "forward-curve", "--model", str(ckpt), "--tokens", "1", "4", "--context", "8",
+                 "--repeats", "1", "--kernels", "plain", "onednn", "--rounds", "2"]) == 0
+    out = capsys.readouterr().out
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["kernel"] == "plain" and set(result["kernels"]) == {"plain", "onednn"}
+    assert all([r["tokens"] for r in s["curve"]] == [1, 4] for s in result["kernels"].values())
+    assert "kernel: onednn" in out
+    with pytest.raises(SystemExit):
+        main(["bench", "forward-curve", "--model", str(ckpt), "--kernels", "blas"])

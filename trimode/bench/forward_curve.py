@@ -23,7 +23,10 @@ import time
 
 import torch
 
+from tqdm import tqdm
+
 from ..cli_common import add_model_args, load_from_args
+from ..model.kernels import KERNELS, resolve
 from ..runinfo import machine_info, write_result
 
 TOKENS = (1, 2, 4, 6, 8, 12, 16, 24, 32, 48, 64)
@@ -43,6 +46,10 @@ def best_blocks(curve: dict[int, float], alphas=ALPHAS) -> dict[float, int]:
 
 def measure(model, tokens=TOKENS, context: int = 128, repeats: int = 7) -> dict[int, float]:
     """Median seconds of one forward of T tokens over a ``context``-token cache, for each T."""
+    return {t: statistics.median(times) for t, times in _times(model, tokens, context, repeats).items()}
+
+
+def _times(model, tokens, context: int, repeats: int) -> dict[int, list[float]]:
     from ..cache import KVCache
 
     device = next(model.parameters()).device
@@ -50,13 +57,13 @@ def measure(model, tokens=TOKENS, context: int = 128, repeats: int = 7) -> dict[
     gen = torch.Generator().manual_seed(0)
     prefix = torch.randint(0, vocab, (1, context), generator=gen).to(device)
     cache = KVCache.for_model(model, 1, context + max(tokens))
-    curve = {}
+    times: dict[int, list[float]] = {}
     with torch.inference_mode():
         model(prefix, cache=cache, logits_at="last")
         cache.advance(context)
         for t in tokens:
             block = torch.randint(0, vocab, (1, t), generator=gen).to(device)
-            times = []
+            times[t] = []
             for i in range(repeats + 2):
                 if device.type == "cuda":
                     torch.cuda.synchronize()
@@ -65,34 +72,64 @@ def measure(model, tokens=TOKENS, context: int = 128, repeats: int = 7) -> dict[
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                 if i >= 2:  # warm-up forwards are excluded
-                    times.append(time.perf_counter() - start)
-            curve[t] = statistics.median(times)
-    return curve
+                    times[t].append(time.perf_counter() - start)
+    return times
+
+
+def measure_kernels(model, kernels: list[str], tokens=TOKENS, context: int = 128, repeats: int = 7,
+                    rounds: int = 3) -> dict[str, dict[int, float]]:
+    """:func:`measure` for each matmul kernel, the kernels taking turns over ``rounds`` rounds (so
+    that drift of a shared machine hits all of them alike); medians over all rounds."""
+    times: dict[str, dict[int, list[float]]] = {k: {t: [] for t in tokens} for k in kernels}
+    for _ in tqdm(range(rounds), desc="rounds", disable=len(kernels) == 1 and rounds == 1):
+        for kernel in kernels:
+            model.pack_weights(kernel)
+            for t, ts in _times(model, tokens, context, repeats).items():
+                times[kernel][t] += ts
+    return {k: {t: statistics.median(ts) for t, ts in per.items()} for k, per in times.items()}
+
+
+def _summary(curve: dict[int, float], alphas) -> dict:
+    rows = [{"tokens": t, "ms": round(s * 1e3, 3), "relative_to_1": round(s / curve[1], 3),
+             "ms_per_token": round(s * 1e3 / t, 3)} for t, s in curve.items()]
+    speedups = {str(a): {str(b): round(ideal_speedup(curve, b, a), 3) for b in curve if b >= 2} for a in alphas}
+    best = {str(a): b for a, b in best_blocks(curve, alphas).items()}
+    return {"curve": rows, "ideal_linear_spec_speedup": speedups, "best_block_by_alpha": best}
 
 
 def run(args: argparse.Namespace) -> dict:
     loaded = load_from_args(args)
-    curve = measure(loaded.model, tuple(args.tokens), args.context, args.repeats)
-    rows = [{"tokens": t, "ms": round(s * 1e3, 3), "relative_to_1": round(s / curve[1], 3),
-             "ms_per_token": round(s * 1e3 / t, 3)} for t, s in curve.items()]
-    speedups = {str(a): {str(b): round(ideal_speedup(curve, b, a), 3) for b in curve if b >= 2} for a in args.alphas}
-    best = {str(a): b for a, b in best_blocks(curve, args.alphas).items()}
-    return {
+    kernels = [resolve(k) for k in (args.kernels or [loaded.model.kernel])]
+    if args.device != "cpu" or args.dtype != "float32":
+        kernels = [loaded.model.kernel]  # the kernels are CPU float32 paths
+    curves = measure_kernels(loaded.model, kernels, tuple(args.tokens), args.context, args.repeats, args.rounds)
+    result = {
         "benchmark": "forward-curve",
         "model": str(loaded.source),
         "dtype": args.dtype,
         "device": args.device,
         "context_tokens": args.context,
         "repeats": args.repeats,
-        "timing": "median wall time of one forward (bidirectional block over a read-only cache), warm-ups excluded",
-        "curve": rows,
-        "ideal_linear_spec_speedup": speedups,
-        "best_block_by_alpha": best,
+        "rounds": args.rounds,
+        "timing": "median wall time of one forward (bidirectional block over a read-only cache), warm-ups "
+                  "excluded; with several kernels, they take turns round by round",
+        "kernel": kernels[0],
+        **_summary(curves[kernels[0]], args.alphas),
         "machine": machine_info(),
     }
+    if len(kernels) > 1:
+        result["kernels"] = {k: _summary(c, args.alphas) for k, c in curves.items()}
+    return result
 
 
 def print_table(result: dict) -> None:
+    for kernel, summary in (result.get("kernels") or {result["kernel"]: result}).items():
+        print(f"kernel: {kernel}")
+        _print_summary(summary)
+        print()
+
+
+def _print_summary(result: dict) -> None:
     print(f"{'tokens':>6} {'ms':>9} {'x t(1)':>7} {'ms/token':>9}")
     for r in result["curve"]:
         print(f"{r['tokens']:>6} {r['ms']:>9.2f} {r['relative_to_1']:>7.2f} {r['ms_per_token']:>9.2f}")
@@ -110,8 +147,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--context", type=int, default=128, help="cached prefix length")
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--alphas", type=float, nargs="+", default=list(ALPHAS))
+    p.add_argument("--kernels", nargs="+", choices=KERNELS,
+                   help="measure these CPU matmul kernels in turn (e.g. onednn trimode: before and after)")
+    p.add_argument("--rounds", type=int, default=1, help="rounds of taking turns (with --kernels)")
     p.add_argument("--out", help="also write the JSON result here")
     args = p.parse_args(argv)
+    if args.rounds < 1:
+        p.error(f"--rounds must be >= 1, got {args.rounds}")
     if 1 not in args.tokens:
         p.error("--tokens must include 1 (the AR step everything is compared with)")
     result = run(args)

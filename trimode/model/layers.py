@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import kernels
+
 
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float) -> None:
@@ -26,35 +28,46 @@ class RMSNorm(nn.Module):
 
 
 class PackedWeight:
-    """A oneDNN-blocked copy of a float32 CPU weight for inference matmuls.
+    """A copy of a float32 CPU weight laid out for one inference matmul kernel
+    (:mod:`trimode.model.kernels`: ``trimode``'s panels or oneDNN's blocked layout).
 
-    At batch 1 the stock CPU ``linear`` kernel streams an [out, in] weight at roughly half the
-    memory bandwidth that oneDNN reaches on its blocked layout (on the 2-core EPYC dev box: 41 vs
-    30 ms per SmolLM2-135M decode step). The copy is used only while the source tensor is the same
+    At batch 1 the stock CPU ``linear`` kernel streams an [out, in] weight far below the memory
+    bandwidth, and the gap grows with the tokens of a block forward (on the 2-core EPYC dev box, the
+    SmolLM2-135M projections: 50 ms with ``F.linear``, 29 ms with oneDNN, 17 ms with ``trimode`` at
+    one token; 65, 41 and 22 ms at eight). The copy is used only while the source tensor is the same
     object at the same version (any in-place update, e.g. an optimizer step, invalidates it) and no
     gradient is wanted; it costs one extra copy of the weight in memory.
     """
 
-    def __init__(self, weight: torch.Tensor) -> None:
+    def __init__(self, weight: torch.Tensor, kernel: str = "auto") -> None:
         self.source = weight
         self.version = weight._version
-        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), 1)
+        self.kernel = kernels.resolve(kernel)
+        if self.kernel == "trimode":
+            self.packed = kernels.pack(weight)
+        elif self.kernel == "onednn":
+            self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), 1)
+        else:
+            raise ValueError(f"kernel {kernel!r} packs no weight")
 
     @staticmethod
     def supported(weight: torch.Tensor) -> bool:
         return weight.device.type == "cpu" and weight.dtype == torch.float32 and torch.backends.mkldnn.is_available()
 
-    def valid_for(self, weight: torch.Tensor) -> bool:
-        return weight is self.source and weight._version == self.version and not (
-            torch.is_grad_enabled() and weight.requires_grad
+    def valid_for(self, weight: torch.Tensor, x: torch.Tensor) -> bool:
+        return (
+            weight is self.source and weight._version == self.version and x.dtype == torch.float32
+            and not (torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad))
         )
 
     def linear(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        if self.kernel == "trimode":
+            return kernels.linear(x, self.packed, self.source.shape[0], bias)
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, bias, "none", [], "")
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, packed: PackedWeight | None) -> torch.Tensor:
-    if packed is not None and packed.valid_for(weight) and x.dtype == torch.float32:
+    if packed is not None and packed.valid_for(weight, x):
         return packed.linear(x, bias)
     return F.linear(x, weight, bias)
 
@@ -86,9 +99,11 @@ class Linear(nn.Module):
         self.adapters = nn.ModuleDict()  # adapter name -> ModuleList[LoRA]
         self.packed: PackedWeight | None = None
 
-    def pack(self) -> bool:
-        """Prepack the weight for CPU float32 inference (see :class:`PackedWeight`)."""
-        self.packed = PackedWeight(self.weight) if PackedWeight.supported(self.weight) else None
+    def pack(self, kernel: str = "auto") -> bool:
+        """Prepack the weight for CPU float32 inference with ``kernel`` (see :class:`PackedWeight`;
+        ``plain`` drops the packed copy)."""
+        use = kernel != "plain" and PackedWeight.supported(self.weight)
+        self.packed = PackedWeight(self.weight, kernel) if use else None
         return self.packed is not None
 
     def add_lora(self, name: str, rank: int, scale: float, out_rows: tuple[int, int] | None = None) -> LoRA:

@@ -31,6 +31,7 @@ from ..files import (
     require_finite,
 )
 from ..tokenizer import Tokenizer
+from . import kernels
 from .adapters import (
     DRAFT_ADAPTER,
     adapter_folder,
@@ -104,6 +105,7 @@ def load(
     device: str | torch.device = "cpu",
     adapter: bool = True,
     pack: bool | None = None,
+    kernel: str = "auto",
     mask_token: int | str | None = None,
     config: Mapping[str, Any] | None = None,
     default_mask_token: str | None = None,
@@ -116,8 +118,10 @@ def load(
     never replaced afterwards. ``default_mask_token``: the mask token of a checkpoint that has none
     when ``mask_token`` is not given and the tokenizer has that token. ``pack``: prepack weights for CPU float32 inference
     (:meth:`Transformer.pack_weights`, faster batch-1 decoding for one extra copy of the weights);
-    None = automatically on CPU in float32 for models up to :data:`AUTO_PACK_MAX_BYTES`.
+    None = automatically on CPU in float32 for models up to :data:`AUTO_PACK_MAX_BYTES`. ``kernel``:
+    the matmul kernel packed for (:data:`trimode.model.kernels.KERNELS`).
     """
+    kernels.resolve(kernel)  # a bad name fails before the load, not after it
     change = ConfigChange(mask_token, dict(config or {}), default_mask_token)
     loaded = _load_any(Path(path), _Options(dtype, device, adapter, (change,)))
     model = loaded.model
@@ -125,7 +129,7 @@ def load(
         weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
         pack = weight_bytes <= AUTO_PACK_MAX_BYTES
     if pack:
-        model.pack_weights()
+        model.pack_weights(kernel)
     return loaded
 
 

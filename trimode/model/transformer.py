@@ -133,15 +133,21 @@ class Transformer(nn.Module):
         self.gradient_checkpointing = False
         self._compiled_flex: Callable | None = None
 
-    def pack_weights(self) -> int:
-        """Prepack every projection (and a tied head) for CPU float32 inference; returns how many
-        weights were packed (0 off CPU or in other dtypes). Costs one extra copy of those weights."""
-        count = sum(m.pack() for m in self.modules() if isinstance(m, Linear))
+    def pack_weights(self, kernel: str = "auto") -> int:
+        """Prepack every projection (and a tied head) for CPU float32 inference with ``kernel`` (see
+        :mod:`trimode.model.kernels`; ``plain`` drops the packed copies); returns how many weights
+        were packed (0 off CPU or in other dtypes). Costs one extra copy of those weights."""
+        count = sum(m.pack(kernel) for m in self.modules() if isinstance(m, Linear))
         emb = self.model.embed_tokens.weight
-        if self.lm_head is None and PackedWeight.supported(emb):
-            self._packed_head = PackedWeight(emb)
-            count += 1
-        return count
+        use = kernel != "plain" and self.lm_head is None and PackedWeight.supported(emb)
+        self._packed_head = PackedWeight(emb, kernel) if use else None
+        return count + use
+
+    @property
+    def kernel(self) -> str:
+        """The matmul kernel the projections run on: ``trimode``, ``onednn`` or ``plain``."""
+        packed = next((m.packed for m in self.modules() if isinstance(m, Linear) and m.packed is not None), None)
+        return packed.kernel if packed is not None else "plain"
 
     @property
     def packed(self) -> bool:
