@@ -7,12 +7,11 @@ import json
 
 import pytest
 import tokenizers
+from conftest import TINY_CHAT_TEMPLATE  # pytest puts tests/ on sys.path
 from jinja2.exceptions import SecurityError, TemplateError
 from tokenizers import Regex, decoders, models, pre_tokenizers
 
 from trimode.tokenizer import Tokenizer
-
-from conftest import TINY_CHAT_TEMPLATE  # pytest puts tests/ on sys.path
 
 SPECIALS = ["<unk>", "<s>", "</s>"]
 CHARS = ["\n"] + [chr(c) for c in range(32, 127)]

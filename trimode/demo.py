@@ -16,7 +16,13 @@ import argparse
 import json
 import sys
 
-from .cli_common import TextPrinter, UsageError, add_model_args, load_from_args, threshold_arg
+from .cli_common import (
+    TextPrinter,
+    UsageError,
+    add_model_args,
+    load_from_args,
+    threshold_arg,
+)
 from .decoding import MODES as DECODER_MODES
 from .decoding import SPECS, GenerationConfig, spec_for, thresholds
 from .eval import compare

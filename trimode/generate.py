@@ -7,8 +7,22 @@ import json
 import sys
 from typing import Any
 
-from .cli_common import COUNTING, TextPrinter, UsageError, add_model_args, load_from_args, threshold_arg
-from .decoding import MODES, GenerationConfig, GenerationResult, decoder_for, spec_for, thresholds
+from .cli_common import (
+    COUNTING,
+    TextPrinter,
+    UsageError,
+    add_model_args,
+    load_from_args,
+    threshold_arg,
+)
+from .decoding import (
+    MODES,
+    GenerationConfig,
+    GenerationResult,
+    decoder_for,
+    spec_for,
+    thresholds,
+)
 from .decoding.stop import StopStrings
 from .decoding.thinking import ThinkingBudget
 from .sampling import SamplingParams

@@ -3,15 +3,13 @@ by scripted logits (what is committed at each forward, what the model sees), the
 
 from __future__ import annotations
 
-
 import pytest
 import torch
+from conftest import random_prompts, tri_tiny  # pytest puts tests/ on sys.path
 
 from trimode.decoding import decoder_for
 from trimode.decoding.base import Batch, GenerationConfig, Row
 from trimode.decoding.denoise import _settled, denoise_block, quota_schedule
-
-from conftest import random_prompts, tri_tiny  # pytest puts tests/ on sys.path
 
 V, MASK = 6, 5
 

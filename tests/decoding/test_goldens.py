@@ -10,11 +10,15 @@ diffusion and linear spec our nfe equals the reference's.
 from __future__ import annotations
 
 import pytest
-
-from trimode.decoding import DiffusionDecoder, GenerationConfig, LinearSpecDecoder, QuadraticSpecDecoder
-from trimode.model import load
-
 from conftest import golden_ids  # pytest puts tests/ on sys.path
+
+from trimode.decoding import (
+    DiffusionDecoder,
+    GenerationConfig,
+    LinearSpecDecoder,
+    QuadraticSpecDecoder,
+)
+from trimode.model import load
 
 EOS = 11
 

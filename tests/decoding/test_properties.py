@@ -3,14 +3,12 @@ diffusion with block size 1 is AR, and a batch gives each row what it gets alone
 
 from __future__ import annotations
 
-
 import pytest
+from conftest import random_prompts, tri_tiny  # pytest puts tests/ on sys.path
 
 from trimode.decoding import decoder_for
 from trimode.decoding.base import GenerationConfig
 from trimode.sampling import SamplingParams
-
-from conftest import random_prompts, tri_tiny  # pytest puts tests/ on sys.path
 
 EOS = 2
 

@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 from conftest import tri_tiny  # pytest puts tests/ on sys.path
 
-from trimode.decoding import DECODERS, ENGINE_MODES, MODES, SPECS, GenerationConfig, decoder_for, spec_for, thresholds
+from trimode.decoding import (
+    DECODERS,
+    ENGINE_MODES,
+    MODES,
+    SPECS,
+    GenerationConfig,
+    decoder_for,
+    spec_for,
+    thresholds,
+)
 from trimode.engine import AutoDecoder
 
 

@@ -13,12 +13,11 @@ import itertools
 
 import pytest
 import torch
+from conftest import tri_tiny  # pytest puts tests/ on sys.path
 
 from trimode.decoding import decoder_for
 from trimode.decoding.base import GenerationConfig
 from trimode.sampling import SamplingParams
-
-from conftest import tri_tiny  # pytest puts tests/ on sys.path
 
 VOCAB, MASK, PROMPT, N = 12, 3, [5, 7, 9, 4], 6000
 

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from trimode.decoding.text import Detokenizer
 from trimode.cli_common import TextPrinter
+from trimode.decoding.text import Detokenizer
 from trimode.tokenizer import Tokenizer
 
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from conftest import tri_tiny  # pytest puts tests/ on sys.path
 
 from trimode.decoding import decoder_for
 from trimode.decoding.base import GenerationConfig
 from trimode.decoding.thinking import ThinkingBudget
-
-from conftest import tri_tiny  # pytest puts tests/ on sys.path
 
 START, END = 5, 6
 MODES = ["ar", "diffusion", "linear-spec", "quadratic-spec"]

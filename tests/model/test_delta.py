@@ -11,9 +11,9 @@ from safetensors.torch import load_file, save_file
 from trimode.config import preset
 from trimode.decoding import DiffusionDecoder, GenerationConfig
 from trimode.model import load, new_model
+from trimode.model.adapters import DRAFT_ADAPTER
 from trimode.model.convert import add_drafting_adapter, set_mask_token
 from trimode.model.delta import DELTA_FILE, ROWS_FILE, DeltaError, save_delta
-from trimode.model.adapters import DRAFT_ADAPTER
 from trimode.model.loading import save_pretrained
 
 MASK = 5

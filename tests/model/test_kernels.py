@@ -11,13 +11,12 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import random_prompts, tri_tiny
 
 from trimode.config import preset
 from trimode.decoding import decoder_for
 from trimode.decoding.base import GenerationConfig
 from trimode.model import kernels, new_model
-
-from conftest import random_prompts, tri_tiny
 
 needs_kernel = pytest.mark.skipif(
     shutil.which("cc") is None and shutil.which("gcc") is None, reason="no C compiler to build the kernel"

@@ -56,6 +56,7 @@ def test_lora_on_a_slice_of_a_fused_projection():
 
 def test_an_adapter_gate_switches_the_update_per_token():
     from conftest import tri_tiny
+
     from trimode.model import DRAFT_ADAPTER
 
     model = tri_tiny(seed=4)

@@ -11,7 +11,13 @@ import transformers
 from safetensors.torch import load_file, save_file
 
 from trimode.config import preset
-from trimode.model import DRAFT_ADAPTER, CheckpointError, load, new_model, save_pretrained
+from trimode.model import (
+    DRAFT_ADAPTER,
+    CheckpointError,
+    load,
+    new_model,
+    save_pretrained,
+)
 
 
 def test_nld_fixture_keys_and_adapter(nld_tiny, nld_tiny_dir):

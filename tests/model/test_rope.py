@@ -10,7 +10,12 @@ import pytest
 import torch
 
 from trimode.config import RopeConfig, preset
-from trimode.model.rope import RotaryEmbedding, apply_rotary, inv_freq_and_attention_factor, llama4_query_scale
+from trimode.model.rope import (
+    RotaryEmbedding,
+    apply_rotary,
+    inv_freq_and_attention_factor,
+    llama4_query_scale,
+)
 
 
 def test_rope_attention_factors():

@@ -7,7 +7,12 @@ import tokenizers
 from tokenizers import decoders, models, pre_tokenizers
 
 from trimode.decoding.score import TokenScores
-from trimode.server.logprobs import TokenText, _byte_decoder, completion_logprobs, reported
+from trimode.server.logprobs import (
+    TokenText,
+    _byte_decoder,
+    completion_logprobs,
+    reported,
+)
 from trimode.tokenizer import Tokenizer
 
 

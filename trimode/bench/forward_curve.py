@@ -22,7 +22,6 @@ import sys
 import time
 
 import torch
-
 from tqdm import tqdm
 
 from ..cli_common import add_model_args, load_from_args

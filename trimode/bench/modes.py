@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-
 from ..cli_common import UsageError, add_model_args, load_from_args, threshold_arg
 from ..decoding import MODES, GenerationConfig, spec_for, thresholds
 from ..eval.compare import run_mode, versus_ar

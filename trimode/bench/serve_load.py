@@ -23,8 +23,8 @@ import time
 from tqdm import tqdm
 
 from ..cli_common import add_model_args, load_from_args
-from ..decoding.spec import ENGINE_MODES, SPECS, spec_for
 from ..decoding import GenerationConfig
+from ..decoding.spec import ENGINE_MODES, SPECS, spec_for
 from ..engine import Engine, Request
 from ..model.defaults import FALLBACK_MASK_TOKEN
 from ..runinfo import machine_info, write_result

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..model.transformer import Transformer
 from .ar import ARDecoder
-from .base import DecodeStats, Decoder, GenerationConfig, GenerationResult, ModeSettings
+from .base import Decoder, DecodeStats, GenerationConfig, GenerationResult, ModeSettings
 from .diffusion import DiffusionDecoder
 from .linear_spec import LinearSpecDecoder
 from .quadratic_spec import QuadraticSpecDecoder

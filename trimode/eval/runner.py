@@ -16,9 +16,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..runinfo import machine_info
 from ..decoding import decoder_for
 from ..decoding.base import StopCondition
+from ..runinfo import machine_info
 from .generation import Output, Setting, generate_all
 
 # Grades a setting's outputs: one dict per item, each with a boolean "correct".

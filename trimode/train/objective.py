@@ -29,7 +29,15 @@ import torch.nn.functional as F
 from .. import masks
 from ..model.adapters import DRAFT_ADAPTER
 from ..model.transformer import Transformer
-from .draft_objective import DRAFT_LOSSES, DraftSettings, LossTerms, Teacher, accepted_prefix_plus_one, draft_mask, draft_terms
+from .draft_objective import (
+    DRAFT_LOSSES,
+    DraftSettings,
+    LossTerms,
+    Teacher,
+    accepted_prefix_plus_one,
+    draft_mask,
+    draft_terms,
+)
 
 __all__ = ["accepted_prefix_plus_one", "draft_mask"]  # re-exported: the adapter objective's pieces
 

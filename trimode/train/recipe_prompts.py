@@ -18,8 +18,8 @@ from __future__ import annotations
 import ast
 import json
 import random
-import sysconfig
 import sys
+import sysconfig
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
