@@ -26,8 +26,10 @@ OUT=${OUT:-runs/default-model-$PROFILE}
 DEVICE=${DEVICE:-cpu}
 if [ "$PROFILE" = cpu ]; then
   PROMPTS=${PROMPTS:-4000}; STEPS=${STEPS:-1300}; SAVE=${SAVE:-10}; EVAL=${EVAL:-20}; SNAP=${SNAP:-60}
+  PROSE=${PROSE:-21}
 else
   PROMPTS=${PROMPTS:-192}; STEPS=${STEPS:-12}; SAVE=${SAVE:-4}; EVAL=${EVAL:-4}; SNAP=${SNAP:-4}
+  PROSE=${PROSE:-0}
 fi
 ANSWER_TOKENS=${ANSWER_TOKENS:-256}; DISTILL_BATCH=${DISTILL_BATCH:-64}; SHARDS=${SHARDS:-0}  # 0: every shard
 BATCH=${BATCH:-8}; SEQ=${SEQ:-256}; LR=${LR:-1e-3}; RANK=${RANK:-32}; BLOCK=${BLOCK:-8}; TOP=${TOP:-15}
@@ -53,6 +55,21 @@ for shard in $(cat "$OUT/shards.used"); do
     --output "$OUT/answers/$name" --max-new-tokens "$ANSWER_TOKENS" --batch-size "$DISTILL_BATCH"
 done
 [ -f "$OUT/heldout/000.jsonl" ] || mv "$OUT/answers/000.jsonl" "$OUT/heldout/000.jsonl"
+# Prose (PROSE shards of 64 everyday questions, advice and short writing: `make-prompts --kind prose`),
+# the kind of text the mixed prompts have least of; shard p000 is held out (heldout-prose/), the rest train.
+DATA=(--data "$OUT/answers"); EVAL_DATA=(--eval-data "$OUT/heldout")
+if [ "$PROSE" -gt 0 ]; then
+  mkdir -p "$OUT/shards.prose" "$OUT/answers-prose" "$OUT/heldout-prose"
+  [ -f "$OUT/prompts.prose.jsonl" ] || trimode make-prompts --kind prose --output "$OUT/prompts.prose.jsonl" --count $((64 * PROSE))
+  [ -n "$(ls "$OUT/shards.prose")" ] || split -l 64 -d -a 3 --additional-suffix=.jsonl "$OUT/prompts.prose.jsonl" "$OUT/shards.prose/p"
+  for shard in "$OUT"/shards.prose/p*.jsonl; do
+    name=$(basename "$shard")
+    [ -f "$OUT/answers-prose/$name" ] || [ -f "$OUT/heldout-prose/$name" ] || trimode distill-data --model "$BASE" --device "$DEVICE" \
+      --prompts "$shard" --output "$OUT/answers-prose/$name" --max-new-tokens "$ANSWER_TOKENS" --batch-size "$DISTILL_BATCH"
+  done
+  [ -f "$OUT/heldout-prose/p000.jsonl" ] || mv "$OUT/answers-prose/p000.jsonl" "$OUT/heldout-prose/p000.jsonl"
+  DATA+=(--data "$OUT/answers-prose"); EVAL_DATA+=(--eval-data "$OUT/heldout-prose")
+fi
 # A new stretch on a fresh machine, whose checkpoints are gone, warm-starts from the shipped delta:
 # INIT=trimode/default_model (its adapter, scope and layers are kept; the optimizer starts anew).
 INIT=${INIT:-$BASE}
@@ -64,9 +81,9 @@ RESUME=(); compgen -G "$OUT/train/checkpoints/step-*" > /dev/null && RESUME=(--r
 trimode train --model "$INIT" --device "$DEVICE" --objective adapter --mask-token "<empty_output>" --train-mask-embedding no \
   --adapter-rank "$RANK" --adapter-alpha $((2 * RANK)) --adapter-targets "$TARGETS" --adapter-top-layers "$TOP" \
   --adapter-scope masks --block-size "$BLOCK" --draft-loss all --draft-gamma 0.8 --distill-topk 32 \
-  --teacher-store-mb "$STORE_MB" --data "$OUT/answers" --seq-len "$SEQ" --batch-size "$BATCH" --max-steps "$STEPS" \
+  --teacher-store-mb "$STORE_MB" "${DATA[@]}" --seq-len "$SEQ" --batch-size "$BATCH" --max-steps "$STEPS" \
   --lr "$LR" --warmup $((STEPS / 50 + 1)) --schedule cosine --save-every "$SAVE" --keep-checkpoints 2 \
-  --eval-data "$OUT/heldout" --eval-every "$EVAL" --eval-rows 32 --snapshot-every "$SNAP" --output "$OUT/train" "${RESUME[@]}"
+  "${EVAL_DATA[@]}" --eval-every "$EVAL" --eval-rows 32 --snapshot-every "$SNAP" --output "$OUT/train" "${RESUME[@]}"
 [ "${BENCH:-1}" = 1 ] || exit 0
 trimode bench draft-curve --run "$OUT/train" --out "$OUT/draft_curve.json" --plot "$OUT/draft_curve.png"
 trimode demo --model "$OUT/train/best" --no-stream --json

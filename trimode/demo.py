@@ -68,7 +68,7 @@ def run_mode(loaded, mode: str, prompts, args, stream: bool) -> ModeRun:
 
 def print_table(rows: list[dict], out=None) -> None:
     out = out or sys.stdout
-    head = f"{'mode':<15} {'block':>5} {'tokens':>6} {'fwd':>5} {'tok/fwd':>7} {'tok/s':>7} {'x AR':>6} {'= AR':>5}"
+    head = f"{'mode':<15} {'block':>5} {'tokens':>6} {'fwd':>5} {'tok/fwd':>7} {'tok/s':>7} {'x AR':>6} {'= AR':>5} {'rep3':>5}"
     print("\n" + head, file=out)
     print("-" * len(head), file=out)
     for r in rows:
@@ -76,7 +76,7 @@ def print_table(rows: list[dict], out=None) -> None:
         speed = "-" if r["speedup_vs_ar"] is None else f"{r['speedup_vs_ar']:.2f}"
         same = "-" if r["equals_ar"] is None else ("yes" if r["equals_ar"] else "no")
         print(f"{r['mode']:<15} {block:>5} {r['tokens']:>6} {r['forwards']:>5} {r['tokens_per_forward']:>7.2f} "
-              f"{r['tokens_per_second']:>7.1f} {speed:>6} {same:>5}", file=out)
+              f"{r['tokens_per_second']:>7.1f} {speed:>6} {same:>5} {r['repeated_3grams']:>5.2f}", file=out)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -106,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
     rows = compare.versus_ar(runs)
     print_table(rows)
     print("tokens exclude the prompt, include EOS; forwards count every model call (prefill, draft, verify, "
-          "denoise, commit); x AR = tokens/s over AR's on the same prompts")
+          "denoise, commit); x AR = tokens/s over AR's on the same prompts; rep3 = share of 3-grams "
+          "repeating an earlier one of the same output (degenerate text scores high)")
     if args.json:
         print(json.dumps({"demo": rows, "model": str(loaded.source), "device": args.device,
                           "max_new_tokens": args.max_new_tokens, "prompts": [p for p, _ in prompts]}))

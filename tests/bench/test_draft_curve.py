@@ -29,5 +29,6 @@ def test_draft_curve_reads_a_run_and_decodes_each_snapshot(tmp_path, capsys):
     for row in result["snapshots"]:
         assert row["linear-spec"]["block"] == 8 and row["quadratic-spec"]["block"] == 4
         assert all(row[m]["tokens_per_forward"] > 0 for m in ("linear-spec", "quadratic-spec", "diffusion"))
+        assert all(0.0 <= row[m]["repeated_3grams"] <= 1.0 for m in ("linear-spec", "quadratic-spec", "diffusion"))
     assert [e["step"] for e in result["eval_curve"]] == [0, 2, 4] and png.stat().st_size > 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["benchmark"] == "draft-curve"

@@ -54,3 +54,23 @@ def test_cli_writes_jsonl_that_distill_data_reads(tmp_path):
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 120 and all(r["prompt"] for r in rows)
     assert len(read_prompts(out, chat=True)) == 120
+
+
+def test_prose_prompts_are_distinct_deterministic_and_avoid_eval_subjects():
+    a = recipe_prompts.build(2000, seed=3, kind="prose")
+    assert a == recipe_prompts.build(2000, seed=3, kind="prose")
+    assert len(a) == 2000 and len({p["prompt"] for p in a}) == 2000
+    assert {p["kind"] for p in a} == {"prose"}
+    # The subjects of the bundled eval chat prompts stay out of the training prose.
+    for word in ("autumn", "lighthouse", "tea", "ice", "compiler", "ram", "api", "rainy", "invitation"):
+        assert not any(word in p["prompt"].lower().replace(".", " ").replace("?", " ").split() for p in a), word
+
+
+def test_leak_check_names_the_source_of_an_eval_prompt():
+    import pytest
+
+    item = bundled.load("chat", "eval")[0]
+    with pytest.raises(RuntimeError, match="task:7"):
+        recipe_prompts.check_no_leak([{"prompt": item.messages()[0]["content"], "source": "task:7"}])
+    with pytest.raises(ValueError, match="unknown prompt kind"):
+        recipe_prompts.build(10, kind="poetry")

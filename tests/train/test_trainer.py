@@ -261,3 +261,26 @@ def test_fast_drafter_recipe_evaluates_keeps_the_best_and_resumes(scratch, tmp_p
     layers = [i for i, layer in enumerate(best.model.layers) if layer.self_attn.o_proj.adapters]
     assert layers == [len(best.model.layers) - 1]
     assert load(out / "final", pack=False).model.config.adapter_scope == "masks"
+
+
+def test_several_held_out_sets_are_scored_apart_and_averaged(scratch, tmp_path):
+    """Each --eval-data is a set of its own: its accepted length is reported, and the score that
+    picks the best adapter is their mean (not a pool dominated by the larger set)."""
+    ckpt, data = scratch
+    other = tmp_path / "other.txt"
+    other.write_text(arithmetic(40, seed=9))
+    kw = dict(objective=ObjectiveConfig(kind="adapter", block_size=4, draft_loss="all", distill_topk=16),
+              adapter_top_layers=1, adapter_scope="masks", teacher_store_mb=64, eval_every=2, eval_rows=4,
+              save_every=4, lr=1e-2, schedule="constant", warmup=0)
+    out = tmp_path / "two"
+    train(_config(scratch, out, max_steps=2, eval_data=(str(data), str(other)), **kw))
+    evals = [json.loads(x) for x in (out / "eval.jsonl").read_text().splitlines()]
+    last = evals[-1]
+    assert [s["data"] for s in last["sets"]] == [str(data), str(other)]
+    mean = sum(s["accepted_per_block"] for s in last["sets"]) / 2
+    assert last["accepted_per_block"] == pytest.approx(mean)
+    alone = tmp_path / "one"
+    train(_config(scratch, alone, max_steps=2, eval_data=(str(other),), **kw))
+    one = [json.loads(x) for x in (alone / "eval.jsonl").read_text().splitlines()][-1]
+    assert "sets" not in one
+    assert one["accepted_per_block"] == pytest.approx(last["sets"][1]["accepted_per_block"])

@@ -21,6 +21,7 @@ import torch
 from ..decoding.spec import SPECS
 from ..demo import MODES as DEMO_MODES
 from ..demo import demo_prompts, run_mode
+from ..eval.compare import repetition
 from ..model import load
 from ..runinfo import machine_info, write_result
 
@@ -42,7 +43,8 @@ def snapshot_rows(run: Path, prompts: int, max_new_tokens: int, device: str, eve
                "accepted_per_block": e.get("accepted_per_block"), "slot_accuracy": e.get("slot_accuracy")}
         for mode in MODES:
             result = run_mode(loaded, mode, chosen, settings, stream=False)
-            row[mode] = {"block": result.block, "tokens_per_forward": round(result.tokens_per_forward, 3)}
+            row[mode] = {"block": result.block, "tokens_per_forward": round(result.tokens_per_forward, 3),
+                         "repeated_3grams": round(repetition(result.sequences), 3)}
         rows.append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
     return rows
@@ -93,19 +95,21 @@ def main(argv: list[str]) -> int:
     if not rows:
         raise SystemExit(f"{args.run}/snapshots holds no step_* deltas: train with --snapshot-every M")
     curve = [{"step": e["step"], "train_min": round(e["train_s"] / 60, 2), "accepted_per_block": e.get("accepted_per_block"),
-              "slot_accuracy": e.get("slot_accuracy")}
+              "slot_accuracy": e.get("slot_accuracy"), **({"sets": e["sets"]} if "sets" in e else {})}
              for e in map(json.loads, (args.run / "eval.jsonl").read_text().splitlines()) if e]
     result = {"benchmark": "draft-curve", "run": str(args.run), "prompts": args.prompts,
               "max_new_tokens": args.max_new_tokens,
               "counting": "tokens include EOS, exclude the prompt; forwards include the prefill; minutes = summed "
-                          "training-step wall time on this machine (evaluation excluded)",
+                          "training-step wall time on this machine (evaluation excluded); repeated_3grams = "
+                          "share of an output's 3-grams repeating an earlier one (degeneracy)",
               "snapshots": rows, "eval_curve": curve, "machine": machine_info(),
               "command": "trimode bench draft-curve " + " ".join(argv)}
-    print(f"{'step':>6} {'min':>6} {'acc/blk':>7} " + " ".join(f"{m:>15}" for m in MODES))
+    print(f"{'step':>6} {'min':>6} {'acc/blk':>7} " + " ".join(f"{m:>15}" for m in MODES) + f" {'diff rep3':>9}")
     for r in rows:
         acc = "-" if r["accepted_per_block"] is None else f"{r['accepted_per_block']:.2f}"
         print(f"{r['step']:>6} {r['train_min']:>6.1f} {acc:>7} " +
-              " ".join(f"{r[m]['tokens_per_forward']:>15.2f}" for m in MODES))
+              " ".join(f"{r[m]['tokens_per_forward']:>15.2f}" for m in MODES) +
+              f" {r['diffusion']['repeated_3grams']:>9.2f}")
     if args.plot:
         plot(result, args.plot)
     write_result(result, args.out)

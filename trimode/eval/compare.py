@@ -69,9 +69,24 @@ def run_mode(
     return run
 
 
+def repetition(sequences: Sequence[Sequence[int]], n: int = 3) -> float:
+    """The share of token n-grams that already occurred earlier in the same output, pooled over
+    outputs: a degeneracy measure for the modes whose text is not AR's ("process process the is
+    process ..." scores high; AR's own text on the demo prompts scores a few hundredths to ~0.1)."""
+    seen_total = repeated = 0
+    for seq in sequences:
+        seen: set[tuple[int, ...]] = set()
+        for i in range(len(seq) - n + 1):
+            gram = tuple(seq[i : i + n])
+            repeated += gram in seen
+            seen.add(gram)
+            seen_total += 1
+    return repeated / seen_total if seen_total else 0.0
+
+
 def versus_ar(runs: Sequence[ModeRun]) -> list[dict[str, Any]]:
-    """One row per run: its figures, its speed over AR's, and whether it emitted AR's tokens
-    (None without an AR run)."""
+    """One row per run: its figures, its speed over AR's, whether it emitted AR's tokens (None
+    without an AR run) and its :func:`repetition`."""
     ar = next((r for r in runs if r.mode == "ar"), None)
     return [{
         "mode": r.mode,
@@ -83,4 +98,5 @@ def versus_ar(runs: Sequence[ModeRun]) -> list[dict[str, Any]]:
         "speedup_vs_ar": round(r.tokens_per_second / ar.tokens_per_second, 3) if ar and ar.tokens_per_second else None,
         "equals_ar": (r.sequences == ar.sequences) if ar else None,
         "mean_accepted": None if r.mean_accepted is None else round(r.mean_accepted, 3),
+        "repeated_3grams": round(repetition(r.sequences), 3),
     } for r in runs]

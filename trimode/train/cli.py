@@ -65,7 +65,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="a new adapter goes on the top N layers only; nothing below them is back-propagated (0: all)")
     p.add_argument("--adapter-scope", choices=ADAPTER_SCOPES, default="block",
                    help="a new adapter acts on the whole draft block, or on its mask slots only (lets quadratic-spec draft with it)")
-    p.add_argument("--eval-data", action="append", default=[], help="held-out data for draft metrics (repeatable)")
+    p.add_argument("--eval-data", action="append", default=[], help="held-out data for draft metrics; repeat for several sets, each of --eval-rows sequences, the best adapter chosen by their mean")
     p.add_argument("--eval-every", type=int, default=0, help="steps between held-out draft evaluations; best adapter -> OUTPUT/best")
     p.add_argument("--eval-rows", type=int, default=32, help="held-out sequences per evaluation")
     p.add_argument("--snapshot-every", type=int, default=0,

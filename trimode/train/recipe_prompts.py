@@ -7,7 +7,9 @@ Sources, all local, none an evaluation set:
 * ``math``: word problems from templates with seeded random numbers (answers are not needed: the
   model's own answer is the training target);
 * ``chat``: instructions from templates over topic lists;
-* ``bundled``: the ``train`` splits of the bundled code/chat/math sets.
+* ``bundled``: the ``train`` splits of the bundled code/chat/math sets;
+* ``prose`` (``--kind prose``, a separate file): everyday questions, advice and short creative
+  writing over a wide topic list (:mod:`trimode.train.recipe_prose`).
 
 Leakage guards: functions named like a HumanEval entry point or a bundled eval-split function are
 skipped, and :func:`build` refuses to return a prompt equal to any eval-split prompt.
@@ -25,6 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..eval import prompts as bundled
+from .recipe_prose import prose_prompts
 
 SKIP_DIRS = {"test", "tests", "idlelib", "lib2to3", "tkinter", "turtledemo", "site-packages", "ensurepip",
              "__pycache__", "pydoc_data", "encodings"}
@@ -144,10 +147,18 @@ def bundled_train_prompts() -> list[dict]:
             for item in bundled.load_all("train")]
 
 
-def build(count: int, seed: int = 0, root: Path | None = None) -> list[dict]:
-    """``count`` prompts (fewer if the sources run out): the bundled train prompts, then the mix
-    :data:`MIX` of the generated kinds, shuffled with ``seed``."""
+KINDS = ("mix", "prose")
+
+
+def build(count: int, seed: int = 0, root: Path | None = None, kind: str = "mix") -> list[dict]:
+    """``count`` prompts (fewer if the sources run out), shuffled with ``seed``: for ``mix`` the
+    bundled train prompts, then the mix :data:`MIX` of the generated kinds; for ``prose`` the
+    prose source alone."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown prompt kind {kind!r}; expected one of {', '.join(KINDS)}")
     rng = random.Random(seed)
+    if kind == "prose":
+        return check_no_leak(prose_prompts(count, rng))
     root = root or stdlib_dir()
     forbidden = _eval_names()
     chosen = bundled_train_prompts()[:count]
@@ -161,12 +172,17 @@ def build(count: int, seed: int = 0, root: Path | None = None) -> list[dict]:
     pools["chat"] = chat_prompts(want["chat"], rng)
     for kind, n in want.items():
         chosen += pools[kind][:n]
-    chosen = chosen[:count]
+    chosen = check_no_leak(chosen[:count])
+    rng.shuffle(chosen)
+    return chosen
+
+
+def check_no_leak(chosen: list[dict]) -> list[dict]:
+    """``chosen``, unless a prompt equals an eval-split prompt (then an error naming its sources)."""
     eval_texts = {item.messages()[0]["content"] for item in bundled.load_all("eval")}
     leaked = [p["source"] for p in chosen if p["prompt"] in eval_texts]
     if leaked:
         raise RuntimeError(f"generated prompts equal eval-split prompts: {leaked[:5]}")
-    rng.shuffle(chosen)
     return chosen
 
 
@@ -180,13 +196,15 @@ def add_arguments(p) -> None:
     p.add_argument("--output", required=True, help="JSONL file to write ('prompt', 'kind', 'source' per line)")
     p.add_argument("--count", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--kind", choices=KINDS, default="mix",
+                   help="mix: code, explain, math, chat and the bundled train prompts; prose: everyday prose only")
 
 
 def run(args) -> int:
     """``trimode make-prompts``."""
     if args.count < 1:
         raise ValueError(f"--count must be >= 1, got {args.count}")
-    prompts = build(args.count, seed=args.seed)
+    prompts = build(args.count, seed=args.seed, kind=args.kind)
     write(Path(args.output), prompts)
     kinds = Counter(p["kind"] for p in prompts)
     print(f"wrote {len(prompts)} prompts {dict(kinds)} to {args.output}", file=sys.stderr)

@@ -101,42 +101,63 @@ def _training_record(cfg: TrainConfig, records: list[dict]) -> dict:
 class DraftEvaluator:
     """Held-out draft metrics of the adapter objective (teacher forced: per-slot accuracy and the
     accepted draft length per block, which on the model's own greedy text is what linear
-    self-speculation accepts), and the best adapter so far written as a delta to ``best``."""
+    self-speculation accepts), and the best adapter so far written as a delta to ``best``.
+
+    Each ``eval_data`` path is a held-out set of its own (its first ``eval_rows`` sequences); the
+    score that picks the best adapter is the mean of the sets' accepted lengths, so a small set of
+    one kind of text (prose, say) weighs as much as a large one of another. With one set the
+    score is that set's."""
 
     def __init__(self, cfg: TrainConfig, model: Transformer, tokenizer, best: Path, base: Path, device: str) -> None:
         from .data import DataConfig, build_dataset
 
-        dataset = build_dataset(DataConfig(paths=tuple(cfg.eval_data), seq_len=cfg.seq_len, seed=cfg.seed), tokenizer)
-        rows = [dataset[i] for i in range(min(cfg.eval_rows, len(dataset)))]
-        self.x0 = torch.stack([r["input_ids"] for r in rows]).to(device)
-        self.loss_mask = torch.stack([r["loss_mask"] for r in rows]).to(device)
+        self.sets = []  # (name, x0, loss_mask)
+        for path in cfg.eval_data:
+            dataset = build_dataset(DataConfig(paths=(path,), seq_len=cfg.seq_len, seed=cfg.seed), tokenizer)
+            rows = [dataset[i] for i in range(min(cfg.eval_rows, len(dataset)))]
+            self.sets.append((str(path), torch.stack([r["input_ids"] for r in rows]).to(device),
+                              torch.stack([r["loss_mask"] for r in rows]).to(device)))
         self.cfg, self.model, self.best, self.base, self.tokenizer = cfg, model, best, base, tokenizer
-        self.teachers: list = []  # the held-out set is fixed: its frozen passes are made once (with a top-k)
+        self.teachers: dict[tuple[int, int], object] = {}  # held-out sets are fixed: frozen passes made once
         self.best_score = float("-inf")
 
     def restore(self, eval_path: Path) -> None:
         records, _ = read_records(eval_path)  # a killed run's partial last line is dropped on resume
         self.best_score = max((r.get("accepted_per_block", float("-inf")) for r in records), default=float("-inf"))
 
-    def __call__(self, step: int) -> dict:
+    def _set_logs(self, index: int, x0_all: torch.Tensor, mask_all: torch.Tensor) -> dict[str, float]:
         from .draft_objective import teacher_for
         from .objective import adapter_terms
-        from .trainer import _readable
 
         ocfg, chunk = self.cfg.objective, 8
         logs: dict[str, float] = {}
-        for n, i in enumerate(range(0, len(self.x0), chunk)):
-            x0, lm = self.x0[i : i + chunk], self.loss_mask[i : i + chunk]
+        for n, i in enumerate(range(0, len(x0_all), chunk)):
+            x0, lm = x0_all[i : i + chunk], mask_all[i : i + chunk]
             teacher = None
             if ocfg.distill_topk > 0:
-                if n == len(self.teachers):
-                    self.teachers.append(teacher_for(self.model, x0, lm, ocfg.draft_settings()))
-                teacher = self.teachers[n]
-            terms = adapter_terms(self.model, x0, lm, ocfg, teacher)
-            for k, v in terms.logs.items():
+                if (index, n) not in self.teachers:
+                    self.teachers[index, n] = teacher_for(self.model, x0, lm, ocfg.draft_settings())
+                teacher = self.teachers[index, n]
+            for k, v in adapter_terms(self.model, x0, lm, ocfg, teacher).logs.items():
                 logs[k] = logs.get(k, 0.0) + v
-        result = _readable(logs)
-        score = result.get("accepted_per_block", 0.0)
+        return logs
+
+    def __call__(self, step: int) -> dict:
+        from .trainer import _readable
+
+        pooled: dict[str, float] = {}
+        per_set = []
+        for index, (name, x0, lm) in enumerate(self.sets):
+            logs = self._set_logs(index, x0, lm)
+            for k, v in logs.items():
+                pooled[k] = pooled.get(k, 0.0) + v
+            per_set.append({"data": name, **_readable(logs)})
+        result = _readable(pooled)  # slot accuracies pooled over every held-out sequence
+        result["accepted_per_block"] = sum(s.get("accepted_per_block", 0.0) for s in per_set) / max(len(per_set), 1)
+        if len(per_set) > 1:
+            result["sets"] = [{k: s[k] for k in ("data", "accepted_per_block", "slot_accuracy") if k in s}
+                              for s in per_set]
+        score = result["accepted_per_block"]
         record = {**_training_record(self.cfg, []), "step": step, "eval_accepted_per_block": score,
                   "eval_slot_accuracy": result.get("slot_accuracy")}
         for key in ("final_loss", "tokens_this_run", "train_seconds_this_run"):
