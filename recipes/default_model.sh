@@ -33,7 +33,10 @@ else
 fi
 ANSWER_TOKENS=${ANSWER_TOKENS:-256}; DISTILL_BATCH=${DISTILL_BATCH:-64}; SHARDS=${SHARDS:-0}  # 0: every shard
 BATCH=${BATCH:-8}; SEQ=${SEQ:-256}; LR=${LR:-1e-3}; RANK=${RANK:-32}; BLOCK=${BLOCK:-8}; TOP=${TOP:-15}
-STORE_MB=${STORE_MB:-8000}
+# PHASE=random draws where draft blocks start per micro-batch (every position trains as every slot over
+# epochs); its draft passes differ per step, so it runs without the store of frozen passes (STORE_MB=0).
+PHASE=${PHASE:-fixed}
+if [ "$PHASE" = random ]; then STORE_MB=${STORE_MB:-0}; else STORE_MB=${STORE_MB:-8000}; fi
 TARGETS=self_attn.q_proj,self_attn.k_proj,self_attn.v_proj,self_attn.o_proj,mlp.gate_proj,mlp.up_proj,mlp.down_proj
 BASE=$(python -c "from trimode.model.defaults import smollm2_gguf_path; print(smollm2_gguf_path())")
 mkdir -p "$OUT/shards" "$OUT/answers" "$OUT/heldout"
@@ -80,7 +83,7 @@ RESUME=(); compgen -G "$OUT/train/checkpoints/step-*" > /dev/null && RESUME=(--r
 [ "${OVERRIDE:-0}" = 1 ] && RESUME+=(--override)
 trimode train --model "$INIT" --device "$DEVICE" --objective adapter --mask-token "<empty_output>" --train-mask-embedding no \
   --adapter-rank "$RANK" --adapter-alpha $((2 * RANK)) --adapter-targets "$TARGETS" --adapter-top-layers "$TOP" \
-  --adapter-scope masks --block-size "$BLOCK" --draft-loss all --draft-gamma 0.8 --distill-topk 32 \
+  --adapter-scope masks --block-size "$BLOCK" --draft-loss all --draft-gamma 0.8 --distill-topk 32 --draft-phase "$PHASE" \
   --teacher-store-mb "$STORE_MB" "${DATA[@]}" --seq-len "$SEQ" --batch-size "$BATCH" --max-steps "$STEPS" \
   --lr "$LR" --warmup $((STEPS / 50 + 1)) --schedule cosine --save-every "$SAVE" --keep-checkpoints 2 \
   "${EVAL_DATA[@]}" --eval-every "$EVAL" --eval-rows 32 --snapshot-every "$SNAP" --output "$OUT/train" "${RESUME[@]}"

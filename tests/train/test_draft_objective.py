@@ -3,6 +3,7 @@ draft, the frozen-lower-layers and teacher-store shortcuts equal to the plain co
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from tests.conftest import tri_tiny
@@ -13,6 +14,7 @@ from trimode.model import DRAFT_ADAPTER
 from trimode.train.draft_objective import (
     DraftSettings,
     TeacherStore,
+    block_offsets,
     compute_teacher,
     draft_forward,
     draft_mask,
@@ -109,3 +111,69 @@ def test_slot_logs_count_hits_per_slot_and_the_accepted_prefix():
     logs = slot_logs(hit, slots, 4)
     assert [logs[f"slot{j}_hits"] for j in (1, 2, 3)] == [3, 2, 2]
     assert logs["blocks"] == 3 and logs["accepted_sum"] == 2 + 1 + 3
+
+
+def test_a_block_phase_moves_the_seeds_hand_drawn():
+    # L=5, B=2, phase 1: seeds at 1 and 3; position 0 has no seed before it and sees only itself.
+    expected = grid(
+        """
+        d0| 0 0 0 0 0 1 0 0 0 0
+        d1| 1 1 0 0 0 0 0 0 0 0
+        d2| 1 1 0 0 0 0 0 1 0 0
+        d3| 1 1 1 1 0 0 0 0 0 0
+        d4| 1 1 1 1 0 0 0 0 0 1
+        """
+    )
+    assert torch.equal(draft_mask(5, 2, scope="masks", phase=1), expected)
+    assert block_offsets(torch.arange(7), 4, 2).tolist() == [-1, -1, 0, 1, 2, 3, 0]
+    with pytest.raises(ValueError, match="scope 'masks'"):
+        draft_mask(5, 2, scope="block", phase=1)
+
+
+@pytest.mark.parametrize("phase", [1, 3])
+def test_the_training_draft_at_a_phase_is_the_decoders_draft(phase):
+    """With blocks starting at ``phase``, every trained slot gets the logits of a linear-spec draft
+    seeded at its block's seed; the positions before the first seed carry no loss. (A block cut by
+    the sequence's end lacks the masks after it, at any phase: only whole blocks are compared.)"""
+    model = tri_tiny(seed=2, adapter_scope="masks")
+    block, x0 = 4, torch.randint(4, 96, (1, 13), generator=torch.Generator().manual_seed(3))
+    settings = DraftSettings(block_size=block, loss="all", phase=phase)
+    with torch.no_grad():
+        logits, *_, slots, offset = draft_forward(model, x0, torch.ones_like(x0).bool(), settings)
+        positions = (slots[0].nonzero().flatten() + 1).tolist()
+        assert positions == [p for p in range(1, 13) if p > phase and (p - phase) % block]
+        for row, p in enumerate(positions):
+            seed_at = p - int(offset[0, p])
+            if seed_at + block > x0.shape[1]:
+                continue
+            cache = KVCache.for_model(model, 1, 32)
+            model(x0[:, :seed_at], cache=cache)
+            cache.advance(seed_at)
+            draft = torch.full((1, block), 3)
+            draft[0, 0] = x0[0, seed_at]
+            pos = torch.arange(seed_at, seed_at + block)[None]
+            gate = torch.arange(block)[None] >= 1
+            want = model(draft, pos, cache, pattern=masks.known_then_block(block, 1), adapter=DRAFT_ADAPTER,
+                         adapter_gate=gate)[0, p - seed_at]
+            assert torch.allclose(logits[row], want, atol=1e-4), p
+
+
+def test_slot_logs_at_a_phase_skip_the_seedless_start():
+    # Block 4, phase 2, positions 1..9 (columns 0..8): 1 has no seed; 2 and 6 are seeds; blocks {3,4,5} {7,8,9}.
+    hit = torch.tensor([[0, 1, 1, 1, 0, 1, 0, 1, 1]], dtype=torch.bool)
+    slots = torch.tensor([[0, 0, 1, 1, 1, 0, 1, 1, 1]], dtype=torch.bool)
+    logs = slot_logs(hit, slots, 4, phase=2)
+    assert [logs[f"slot{j}_hits"] for j in (1, 2, 3)] == [1, 2, 1]
+    assert logs["blocks"] == 2 and logs["accepted_sum"] == 2 + 0
+
+
+def test_a_teacher_is_used_only_at_its_own_phase():
+    model = _upper_only(tri_tiny(seed=3, adapter_scope="masks"))
+    x0 = torch.randint(4, 96, (2, 16), generator=torch.Generator().manual_seed(4))
+    lm = torch.ones_like(x0).bool()
+    start = len(model.model.layers) - 1
+    teacher = compute_teacher(model, x0, 4, start, 96, "masks", phase=2)
+    at2 = DraftSettings(block_size=4, loss="all", topk=96, phase=2)
+    assert abs(float(draft_terms(model, x0, lm, at2, teacher).loss) - float(draft_terms(model, x0, lm, at2).loss)) < 1e-4
+    with pytest.raises(ValueError, match="phase 2"):
+        draft_terms(model, x0, lm, DraftSettings(block_size=4, loss="all", topk=96, phase=1), teacher)

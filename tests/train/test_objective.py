@@ -198,3 +198,16 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         grads.append([p.grad.clone() for p in model.parameters() if p.grad is not None])
     assert len(grads[0]) == len(grads[1]) > 0
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads))
+
+
+def test_draft_phase_is_drawn_per_micro_batch_reproducibly():
+    from trimode.train.objective import draft_phase
+
+    fixed, rand = ObjectiveConfig(kind="adapter", block_size=8), ObjectiveConfig(kind="adapter", block_size=8, draft_phase="random")
+    assert {draft_phase(fixed, 0, step, 0) for step in range(50)} == {0}
+    drawn = [draft_phase(rand, 0, step, 0) for step in range(200)]
+    assert drawn == [draft_phase(rand, 0, step, 0) for step in range(200)]  # a resumed run draws the same
+    assert set(drawn) == set(range(8))
+    assert [draft_phase(rand, 1, s, 0) for s in range(20)] != drawn[:20]
+    with pytest.raises(ValueError, match="draft_phase"):
+        ObjectiveConfig(kind="adapter", draft_phase="sometimes")

@@ -284,3 +284,14 @@ def test_several_held_out_sets_are_scored_apart_and_averaged(scratch, tmp_path):
     one = [json.loads(x) for x in (alone / "eval.jsonl").read_text().splitlines()][-1]
     assert "sets" not in one
     assert one["accepted_per_block"] == pytest.approx(last["sets"][1]["accepted_per_block"])
+
+
+def test_random_draft_phase_trains_and_refuses_the_teacher_store(scratch, tmp_path):
+    obj = ObjectiveConfig(kind="adapter", block_size=4, draft_loss="all", distill_topk=16, draft_phase="random")
+    kw = dict(objective=obj, adapter_top_layers=1, adapter_scope="masks", lr=1e-2, schedule="constant", warmup=0)
+    with pytest.raises(ValueError, match="--draft-phase fixed"):
+        train(_config(scratch, tmp_path / "store", max_steps=2, teacher_store_mb=64, **kw))
+    records = train(_config(scratch, tmp_path / "phase", max_steps=30, **kw))
+    first = sum(r["draft_accuracy"] for r in records[:5]) / 5
+    last = sum(r["draft_accuracy"] for r in records[-5:]) / 5
+    assert last > first + 0.05, (first, last)

@@ -7,7 +7,7 @@ import os
 
 from ..config import ADAPTER_SCOPES
 from .draft_objective import DRAFT_LOSSES
-from .objective import MASKINGS, OBJECTIVES, ObjectiveConfig
+from .objective import DRAFT_PHASES, MASKINGS, OBJECTIVES, ObjectiveConfig
 from .schedule import SCHEDULES
 
 
@@ -57,6 +57,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--draft-loss", choices=DRAFT_LOSSES, default="prefix",
                    help="adapter objective: train the accepted prefix + 1 slot, or every slot weighted by --draft-gamma")
     p.add_argument("--draft-gamma", type=float, default=0.8, help="--draft-loss all: slot j weighs gamma^(j-1)")
+    p.add_argument("--draft-phase", choices=DRAFT_PHASES, default="fixed",
+                   help="adapter objective: draft blocks start at position 0 (fixed), or at a phase drawn per micro-batch "
+                        "(random: every position trains as every slot over epochs; not with --teacher-store-mb)")
     p.add_argument("--distill-topk", type=int, default=0,
                    help="adapter objective: KL to the verifier's top-k only (0: full distribution; >0 needed by the teacher store)")
     p.add_argument("--teacher-store-mb", type=float, default=0.0,
@@ -81,6 +84,7 @@ def run_train(args: argparse.Namespace) -> int:
         kind=args.objective, block_size=args.block_size, diffusion_weight=args.diffusion_weight,
         ar_weight=args.ar_weight, masking=args.masking, reference_ar_count=args.reference_loss,
         draft_loss=args.draft_loss, draft_gamma=args.draft_gamma, distill_topk=args.distill_topk,
+        draft_phase=args.draft_phase,
     )
     cfg = TrainConfig(
         model=args.model, data=tuple(args.data), output=args.output, objective=objective,

@@ -18,6 +18,11 @@ Which slots are trained (``draft_loss``):
 * ``all``: every slot, slot j weighted by ``draft_gamma ** (j-1)``: a later slot only counts once
   the earlier ones are accepted, so it matters less, but it learns from the first step.
 
+Block phase. With ``phase`` p the draft blocks start at positions p, p+B, p+2B, ...: the same
+text then supplies other (seed, slot) pairs, so that over epochs every position is trained as every
+slot instead of always the same one (positions before p have no seed in the sequence and carry no
+loss). The trainer draws p per micro-batch with ``draft_phase="random"``; evaluations use p = 0.
+
 Cost. The verifier's pass and the draft's pass through the layers below the adapter's first layer
 need no gradient; both depend only on x0, so :class:`TeacherStore` keeps them (upper-layer clean
 K/V, the draft's residual stream entering the adapter's first layer, the verifier's top-k) per
@@ -40,18 +45,28 @@ from ..model.transformer import Transformer
 DRAFT_LOSSES = ("prefix", "all")
 
 
-def draft_mask(length: int, block: int, device: torch.device | str | None = None, scope: str = "block") -> torch.Tensor:
-    """[L, 2L] mask for draft queries over [cached clean x0 | draft stream]."""
+def draft_mask(length: int, block: int, device: torch.device | str | None = None, scope: str = "block",
+               phase: int = 0) -> torch.Tensor:
+    """[L, 2L] mask for draft queries over [cached clean x0 | draft stream], blocks starting at
+    ``phase`` (positions before it form a seedless partial block that sees only itself)."""
     if scope == "block":  # the noisy rows of the dual-stream mask, key halves swapped into cache order
+        if phase:
+            raise ValueError("a block phase needs adapter scope 'masks'")
         full = masks.dual_stream(length, block, device)[:length]
         return torch.cat([full[:, length:], full[:, :length]], dim=1)
     pos = torch.arange(length, device=device)
-    start = masks.block_of(pos, block) * block
+    start = masks.block_of(pos - phase, block) * block + phase  # negative before the first seed
     sees_clean = pos[None, :] <= start[:, None]  # the clean prefix through this block's seed
-    slot = (pos % block) >= 1
+    slot = ((pos - phase) % block) >= 1
     same_block = start[:, None] == start[None, :]
     sees_masks = same_block & slot[None, :] & slot[:, None]
     return torch.cat([sees_clean, sees_masks], dim=1)
+
+
+def block_offsets(positions: torch.Tensor, block: int, phase: int = 0) -> torch.Tensor:
+    """Each position's slot in its draft block (0: the seed); -1 before the first seed."""
+    offset = (positions - phase) % block
+    return torch.where(positions < phase, torch.full_like(offset, -1), offset)
 
 
 def frozen_below(model: Transformer, adapter: str = DRAFT_ADAPTER) -> int:
@@ -87,24 +102,25 @@ class Teacher:
     top_ids: torch.Tensor  # [rows, L, k]: the verifier's top-k for position i (made at i-1; row 0 unused)
     top_logp: torch.Tensor  # [rows, L, k] log-probabilities (over the full vocabulary)
     start: int
+    phase: int = 0  # the block phase ``hidden`` (and the top-k's slots) were made for
 
     def rows(self, idx: list[int]) -> "Teacher":
         return Teacher([k[idx] for k in self.k], [v[idx] for v in self.v], self.hidden[idx], self.top_ids[idx],
-                       self.top_logp[idx], self.start)
+                       self.top_logp[idx], self.start, self.phase)
 
     def to(self, dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> "Teacher":
         def move(t: torch.Tensor) -> torch.Tensor:
             return t.to(device=device, dtype=dtype if t.is_floating_point() else t.dtype)
 
         return Teacher([move(k) for k in self.k], [move(v) for v in self.v], move(self.hidden), move(self.top_ids),
-                       move(self.top_logp), self.start)
+                       move(self.top_logp), self.start, self.phase)
 
     @staticmethod
     def cat(parts: list["Teacher"]) -> "Teacher":
         return Teacher([torch.cat(ks) for ks in zip(*(p.k for p in parts))],
                        [torch.cat(vs) for vs in zip(*(p.v for p in parts))],
                        torch.cat([p.hidden for p in parts]), torch.cat([p.top_ids for p in parts]),
-                       torch.cat([p.top_logp for p in parts]), parts[0].start)
+                       torch.cat([p.top_logp for p in parts]), parts[0].start, parts[0].phase)
 
     def nbytes(self) -> int:
         tensors = [*self.k, *self.v, self.hidden, self.top_ids, self.top_logp]
@@ -141,13 +157,14 @@ class TeacherStore:
 
 
 def compute_teacher(model: Transformer, x0: torch.Tensor, block: int, start: int, topk: int, scope: str,
-                    loss_mask: torch.Tensor | None = None) -> Teacher:
+                    loss_mask: torch.Tensor | None = None, phase: int = 0) -> Teacher:
     """The verifier's pass over x0 and the draft's pass through layers < ``start`` (no gradient).
     The verifier's top-k is kept at draft slots inside ``loss_mask`` only (zeros elsewhere)."""
     rows, length = x0.shape
     mask_id = model.config.mask_token_id
     positions = torch.arange(length, device=x0.device).expand(rows, length)
-    slots = (positions[:, 1:] % block) >= 1
+    offset = block_offsets(positions, block, phase)
+    slots = offset[:, 1:] >= 1
     if loss_mask is not None:
         slots = slots & loss_mask[:, 1:].bool()
     cache = KVCache.for_model(model, rows, 2 * length)
@@ -160,21 +177,20 @@ def compute_teacher(model: Transformer, x0: torch.Tensor, block: int, start: int
         top_logp[:, 1:][slots], top_ids[:, 1:][slots] = logp.topk(k, dim=-1)
         del logp
         cache.advance(length)
-        offset = positions % block
         draft_in = torch.where(offset == 0, x0, torch.full_like(x0, mask_id))
         hidden = model.model.embed_tokens(draft_in)
         if start > 0:
-            hidden = model.layer_states(hidden, positions, cache, pattern=draft_mask(length, block, x0.device, scope),
-                                        stop=start)
+            hidden = model.layer_states(hidden, positions, cache, stop=start,
+                                        pattern=draft_mask(length, block, x0.device, scope, phase))
     ks = [cache.k[i][:, :, :length].clone() for i in range(start, len(model.model.layers))]
     vs = [cache.v[i][:, :, :length].clone() for i in range(start, len(model.model.layers))]
-    return Teacher(ks, vs, hidden, top_ids, top_logp, start)
+    return Teacher(ks, vs, hidden, top_ids, top_logp, start, phase)
 
 
 def teacher_for(model: Transformer, x0: torch.Tensor, loss_mask: torch.Tensor, settings: "DraftSettings") -> Teacher:
     """:func:`compute_teacher` with what the model and settings imply: its frozen layers and scope."""
     return compute_teacher(model, x0, settings.block_size, frozen_below(model, settings.adapter), settings.topk,
-                           model.config.adapter_scope, loss_mask)
+                           model.config.adapter_scope, loss_mask, settings.phase)
 
 
 @dataclass(frozen=True)
@@ -186,6 +202,7 @@ class DraftSettings:
     kl_weight: float = 1.0
     topk: int = 0  # 0: KL to the full distribution (needs the verifier's full logits, so no store)
     adapter: str = DRAFT_ADAPTER
+    phase: int = 0  # draft blocks start at positions phase, phase + B, ... (0 <= phase < B)
 
 
 def draft_terms(
@@ -200,7 +217,7 @@ def draft_terms(
         raise ValueError(f"the model has no {settings.adapter!r} adapter to train (has {model.adapter_names})")
     if settings.loss not in DRAFT_LOSSES:
         raise ValueError(f"draft loss must be one of {DRAFT_LOSSES}, got {settings.loss!r}")
-    block = settings.block_size
+    block, phase = settings.block_size, settings.phase
     logits, logq, verifier_top, kl_each, slots, offset = draft_forward(model, x0, loss_mask, settings, teacher)
     ce_each = F.cross_entropy(logits, verifier_top, reduction="none")
     hit_at_slots = logits.detach().argmax(-1) == verifier_top
@@ -208,7 +225,7 @@ def draft_terms(
     hit[slots] = hit_at_slots
     slot_offset = offset[:, 1:][slots]
     if settings.loss == "prefix":
-        weight = (slots & accepted_prefix_plus_one(hit, block))[slots].float()
+        weight = (slots & accepted_prefix_plus_one(hit, block, phase))[slots].float()
     else:
         weight = settings.gamma ** (slot_offset - 1).float()
     ce, kl = (ce_each * weight).sum(), (kl_each * weight).sum()
@@ -216,7 +233,7 @@ def draft_terms(
     count = float(weight.sum())
     logs = {"distill_ce_sum": float(ce.detach()), "distill_kl_sum": float(kl.detach()), "draft_slots": count,
             "draft_hits": int(hit_at_slots.sum()), "draft_eligible": int(slots.sum())}
-    logs.update(slot_logs(hit, slots, block))
+    logs.update(slot_logs(hit, slots, block, settings.phase))
     return LossTerms(loss, count, logs)
 
 
@@ -226,11 +243,13 @@ def draft_forward(model: Transformer, x0: torch.Tensor, loss_mask: torch.Tensor,
     per-slot KL to the verifier, the slot mask [B, L-1] (column c = position c+1) and the offsets."""
     scope, mask_id = model.config.adapter_scope, model.config.mask_token_id
     rows, length = x0.shape
-    block = settings.block_size
+    block, phase = settings.block_size, settings.phase
+    if not 0 <= phase < block:
+        raise ValueError(f"block phase must be in [0, {block}), got {phase}")
     positions = torch.arange(length, device=x0.device).expand(rows, length)
-    offset = positions % block
+    offset = block_offsets(positions, block, phase)
     slots = (offset[:, 1:] >= 1) & loss_mask[:, 1:].bool()  # column c is position c+1
-    pattern = draft_mask(length, block, x0.device, scope)
+    pattern = draft_mask(length, block, x0.device, scope, phase)
     gate = (offset >= 1) if scope == "masks" else None
     start = frozen_below(model, settings.adapter)
 
@@ -247,8 +266,9 @@ def draft_forward(model: Transformer, x0: torch.Tensor, loss_mask: torch.Tensor,
     else:
         if teacher is None:
             teacher = teacher_for(model, x0, loss_mask, settings)
-        if teacher.start != start:
-            raise ValueError(f"teacher made for adapter start {teacher.start}, model trains from layer {start}")
+        if teacher.start != start or teacher.phase != phase:
+            raise ValueError(f"teacher made for adapter start {teacher.start} and block phase {teacher.phase}, "
+                             f"the model trains from layer {start} at phase {phase}")
         cache = KVCache.for_model(model, rows, 2 * length)
         dtype = cache.dtype
         for j, i in enumerate(range(start, len(model.model.layers))):
@@ -272,18 +292,20 @@ def draft_forward(model: Transformer, x0: torch.Tensor, loss_mask: torch.Tensor,
     return logits, logq, verifier_top, kl_each, slots, offset
 
 
-def slot_logs(hit: torch.Tensor, slots: torch.Tensor, block: int) -> dict[str, float]:
+def slot_logs(hit: torch.Tensor, slots: torch.Tensor, block: int, phase: int = 0) -> dict[str, float]:
     """Per-slot hits (teacher forced) and the accepted draft length per block: on the model's own
     greedy text, what linear self-speculation at this block would accept."""
-    n = hit.shape[1]
-    offset = torch.arange(1, n + 1, device=hit.device) % block
+    offset = block_offsets(torch.arange(1, hit.shape[1] + 1, device=hit.device), block, phase)
     logs: dict[str, float] = {}
     for j in range(1, block):
         cols = offset == j
         logs[f"slot{j}_hits"] = int((hit[:, cols] & slots[:, cols]).sum())
         logs[f"slot{j}_eligible"] = int(slots[:, cols].sum())
-    # Whole blocks only (all B-1 slots trainable): accepted = leading hits. Column kB+B-1 is the
-    # next block's seed, so columns viewed B at a time give one block's slots and a spare column.
+    # Whole blocks only (all B-1 slots trainable): accepted = leading hits. Past the first ``phase``
+    # columns (no seed before them), column kB+B-1 is the next block's seed, so columns viewed B at
+    # a time give one block's slots and a spare column.
+    hit, slots = hit[:, phase:], slots[:, phase:]
+    n = hit.shape[1]
     pad = (-n) % block
     h = F.pad(hit & slots, (0, pad)).view(hit.shape[0], -1, block)[:, :, : block - 1]
     s = F.pad(slots, (0, pad)).view(hit.shape[0], -1, block)[:, :, : block - 1]
@@ -294,11 +316,12 @@ def slot_logs(hit: torch.Tensor, slots: torch.Tensor, block: int) -> dict[str, f
     return logs
 
 
-def accepted_prefix_plus_one(hit: torch.Tensor, block: int) -> torch.Tensor:
-    """``hit`` [B, n] covers positions 1..n (column c is position c+1). Per block of positions,
-    keep the slots up to and including the first miss: where greedy verification would stop."""
+def accepted_prefix_plus_one(hit: torch.Tensor, block: int, phase: int = 0) -> torch.Tensor:
+    """``hit`` [B, n] covers positions 1..n (column c is position c+1). Per block of positions
+    (blocks starting at ``phase``), keep the slots up to and including the first miss: where greedy
+    verification would stop."""
     n = hit.shape[1]
-    block_id = torch.div(torch.arange(1, n + 1, device=hit.device), block, rounding_mode="floor")
+    block_id = torch.div(torch.arange(1, n + 1, device=hit.device) - phase, block, rounding_mode="floor")
     miss = (~hit).long()
     keep = torch.zeros_like(hit)
     for b in torch.unique(block_id).tolist():

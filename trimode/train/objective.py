@@ -42,6 +42,7 @@ from .draft_objective import (
 __all__ = ["accepted_prefix_plus_one", "draft_mask"]  # re-exported: the adapter objective's pieces
 
 OBJECTIVES = ("joint", "ar", "adapter")
+DRAFT_PHASES = ("fixed", "random")
 MASKINGS = ("uniform", "blockwise")
 
 
@@ -62,6 +63,9 @@ class ObjectiveConfig:
     draft_loss: str = "prefix"  # adapter objective: "prefix" (accepted prefix + 1) or "all" (every slot, weighted)
     draft_gamma: float = 0.8  # "all": slot j weighs gamma^(j-1)
     distill_topk: int = 0  # KL to the verifier's top-k (0: the full distribution); a teacher store needs k > 0
+    # Adapter objective: draft blocks start at position 0 of every sequence ("fixed"), or at a phase
+    # drawn per micro-batch ("random"), so that repeated epochs train each position as every slot.
+    draft_phase: str = "fixed"
     # Dual-stream attention: "auto" = flex-attention (block-sparse) on CUDA, boolean-mask SDPA elsewhere.
     attention: str = "auto"
 
@@ -80,12 +84,22 @@ class ObjectiveConfig:
             raise ValueError(f"draft_loss must be one of {DRAFT_LOSSES}, got {self.draft_loss!r}")
         if not 0.0 < self.draft_gamma <= 1.0:
             raise ValueError(f"draft_gamma must be in (0, 1], got {self.draft_gamma}")
+        if self.draft_phase not in DRAFT_PHASES:
+            raise ValueError(f"draft_phase must be one of {DRAFT_PHASES}, got {self.draft_phase!r}")
         if self.distill_topk < 0:
             raise ValueError(f"distill_topk must be >= 0, got {self.distill_topk}")
 
-    def draft_settings(self) -> DraftSettings:
+    def draft_settings(self, phase: int = 0) -> DraftSettings:
         return DraftSettings(self.block_size, self.draft_loss, self.draft_gamma, self.distill_ce_weight,
-                             self.distill_kl_weight, self.distill_topk, self.adapter)
+                             self.distill_kl_weight, self.distill_topk, self.adapter, phase)
+
+
+def draft_phase(cfg: ObjectiveConfig, seed: int, step: int, first_row: int) -> int:
+    """The block phase of one micro-batch: 0 for ``fixed``; for ``random`` drawn from the generator of
+    (seed, step, first row), so a resumed run draws the same phases."""
+    if cfg.draft_phase == "fixed":
+        return 0
+    return int(torch.randint(cfg.block_size, (1,), generator=row_generator(seed, step, first_row)))
 
 
 @dataclass
@@ -197,7 +211,9 @@ def ar_terms(model: Transformer, x0: torch.Tensor, loss_mask: torch.Tensor, cfg:
 
 
 def adapter_terms(
-    model: Transformer, x0: torch.Tensor, loss_mask: torch.Tensor, cfg: ObjectiveConfig, teacher: Teacher | None = None
+    model: Transformer, x0: torch.Tensor, loss_mask: torch.Tensor, cfg: ObjectiveConfig, teacher: Teacher | None = None,
+    phase: int = 0,
 ) -> LossTerms:
-    """The drafting-adapter loss (:mod:`trimode.train.draft_objective`) with this config's settings."""
-    return draft_terms(model, x0, loss_mask, cfg.draft_settings(), teacher)
+    """The drafting-adapter loss (:mod:`trimode.train.draft_objective`) with this config's settings,
+    draft blocks starting at ``phase``."""
+    return draft_terms(model, x0, loss_mask, cfg.draft_settings(phase), teacher)
