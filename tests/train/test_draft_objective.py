@@ -47,6 +47,20 @@ def test_masks_scoped_draft_mask_reads_the_clean_prefix_through_the_seed():
     assert torch.equal(draft_mask(4, 2, scope="masks"), expected)
 
 
+def _decoder_draft(model, x0, seed_at, block):
+    """What linear-spec's drafter computes for the block seeded at x0[seed_at]: the prefix cached,
+    then the seed and block-1 masks (token 3) with the adapter on the masks only."""
+    cache = KVCache.for_model(model, 1, 32)
+    if seed_at:
+        model(x0[:, :seed_at], cache=cache)
+    cache.advance(seed_at)
+    draft = torch.full((1, block), 3)
+    draft[0, 0] = x0[0, seed_at]
+    pos = torch.arange(seed_at, seed_at + block)[None]
+    gate = torch.arange(block)[None] >= 1
+    return model(draft, pos, cache, pattern=masks.known_then_block(block, 1), adapter=DRAFT_ADAPTER, adapter_gate=gate)
+
+
 def test_the_training_draft_is_the_decoders_draft():
     """Masks scope: block k's slots in training get the logits a linear-spec draft forward gets over
     a cache of x0[:kB+1] (seed causal, adapter off; masks bidirectional, adapter on)."""
@@ -57,16 +71,7 @@ def test_the_training_draft_is_the_decoders_draft():
         logits, *_ , slots, _ = draft_forward(model, x0, torch.ones_like(x0).bool(), settings)
         ours = logits.view(-1, block - 1, logits.shape[-1])  # every slot trained: (L/B) blocks of B-1
         for k in range(x0.shape[1] // block):
-            seed_at = k * block
-            cache = KVCache.for_model(model, 1, 32)
-            model(x0[:, :seed_at], cache=cache) if seed_at else None
-            cache.advance(seed_at)
-            draft = torch.full((1, block), 3)
-            draft[0, 0] = x0[0, seed_at]
-            pos = torch.arange(seed_at, seed_at + block)[None]
-            gate = torch.arange(block)[None] >= 1
-            want = model(draft, pos, cache, pattern=masks.known_then_block(block, 1), adapter=DRAFT_ADAPTER,
-                         adapter_gate=gate)[0, 1:]
+            want = _decoder_draft(model, x0, k * block, block)[0, 1:]
             assert torch.allclose(ours[k], want, atol=1e-4), k
 
 
@@ -146,15 +151,7 @@ def test_the_training_draft_at_a_phase_is_the_decoders_draft(phase):
             seed_at = p - int(offset[0, p])
             if seed_at + block > x0.shape[1]:
                 continue
-            cache = KVCache.for_model(model, 1, 32)
-            model(x0[:, :seed_at], cache=cache)
-            cache.advance(seed_at)
-            draft = torch.full((1, block), 3)
-            draft[0, 0] = x0[0, seed_at]
-            pos = torch.arange(seed_at, seed_at + block)[None]
-            gate = torch.arange(block)[None] >= 1
-            want = model(draft, pos, cache, pattern=masks.known_then_block(block, 1), adapter=DRAFT_ADAPTER,
-                         adapter_gate=gate)[0, p - seed_at]
+            want = _decoder_draft(model, x0, seed_at, block)[0, p - seed_at]
             assert torch.allclose(logits[row], want, atol=1e-4), p
 
 
