@@ -36,7 +36,10 @@ BATCH=${BATCH:-8}; SEQ=${SEQ:-256}; LR=${LR:-1e-3}; RANK=${RANK:-32}; BLOCK=${BL
 # PHASE=random draws where draft blocks start per micro-batch (every position trains as every slot over
 # epochs); its draft passes differ per step, so it runs without the store of frozen passes (STORE_MB=0).
 PHASE=${PHASE:-fixed}
-if [ "$PHASE" = random ]; then STORE_MB=${STORE_MB:-0}; else STORE_MB=${STORE_MB:-8000}; fi
+# REVEAL=f gives some slots as tokens in a fraction f of the draft blocks (the partly committed blocks
+# diffusion decoding forwards, and infilling gaps); like PHASE=random it needs the passes made per step.
+REVEAL=${REVEAL:-0}
+if [ "$PHASE" = random ] || [ "$REVEAL" != 0 ]; then STORE_MB=${STORE_MB:-0}; else STORE_MB=${STORE_MB:-8000}; fi
 TARGETS=self_attn.q_proj,self_attn.k_proj,self_attn.v_proj,self_attn.o_proj,mlp.gate_proj,mlp.up_proj,mlp.down_proj
 BASE=$(python -c "from trimode.model.defaults import smollm2_gguf_path; print(smollm2_gguf_path())")
 mkdir -p "$OUT/shards" "$OUT/answers" "$OUT/heldout"
@@ -84,6 +87,7 @@ RESUME=(); compgen -G "$OUT/train/checkpoints/step-*" > /dev/null && RESUME=(--r
 trimode train --model "$INIT" --device "$DEVICE" --objective adapter --mask-token "<empty_output>" --train-mask-embedding no \
   --adapter-rank "$RANK" --adapter-alpha $((2 * RANK)) --adapter-targets "$TARGETS" --adapter-top-layers "$TOP" \
   --adapter-scope masks --block-size "$BLOCK" --draft-loss all --draft-gamma 0.8 --distill-topk 32 --draft-phase "$PHASE" \
+  --draft-reveal "$REVEAL" \
   --teacher-store-mb "$STORE_MB" "${DATA[@]}" --seq-len "$SEQ" --batch-size "$BATCH" --max-steps "$STEPS" \
   --lr "$LR" --warmup $((STEPS / 50 + 1)) --schedule cosine --save-every "$SAVE" --keep-checkpoints 2 \
   "${EVAL_DATA[@]}" --eval-every "$EVAL" --eval-rows 32 --snapshot-every "$SNAP" --output "$OUT/train" "${RESUME[@]}"

@@ -19,6 +19,7 @@ from trimode.train.draft_objective import (
     draft_forward,
     draft_mask,
     draft_terms,
+    reveal_slots,
     slot_logs,
 )
 
@@ -47,17 +48,20 @@ def test_masks_scoped_draft_mask_reads_the_clean_prefix_through_the_seed():
     assert torch.equal(draft_mask(4, 2, scope="masks"), expected)
 
 
-def _decoder_draft(model, x0, seed_at, block):
+def _decoder_draft(model, x0, seed_at, block, given=()):
     """What linear-spec's drafter computes for the block seeded at x0[seed_at]: the prefix cached,
-    then the seed and block-1 masks (token 3) with the adapter on the masks only."""
+    then the seed and block-1 masks (token 3) with the adapter on the masks only. ``given`` slots
+    hold their x0 tokens, adapter off, as a diffusion denoising step has them once committed."""
     cache = KVCache.for_model(model, 1, 32)
     if seed_at:
         model(x0[:, :seed_at], cache=cache)
     cache.advance(seed_at)
     draft = torch.full((1, block), 3)
-    draft[0, 0] = x0[0, seed_at]
-    pos = torch.arange(seed_at, seed_at + block)[None]
     gate = torch.arange(block)[None] >= 1
+    for j in (0, *given):
+        draft[0, j] = x0[0, seed_at + j]
+        gate[0, j] = False
+    pos = torch.arange(seed_at, seed_at + block)[None]
     return model(draft, pos, cache, pattern=masks.known_then_block(block, 1), adapter=DRAFT_ADAPTER, adapter_gate=gate)
 
 
@@ -174,3 +178,57 @@ def test_a_teacher_is_used_only_at_its_own_phase():
     assert abs(float(draft_terms(model, x0, lm, at2, teacher).loss) - float(draft_terms(model, x0, lm, at2).loss)) < 1e-4
     with pytest.raises(ValueError, match="phase 2"):
         draft_terms(model, x0, lm, DraftSettings(block_size=4, loss="all", topk=96, phase=1), teacher)
+
+
+def test_revealed_slots_are_drawn_per_block_and_never_seeds():
+    """Phase 2, block 4: positions 0-1 have no seed; every block given 1..2 of its 3 slots at fraction 1,
+    in order (a prefix of slots) in some blocks and scattered in others; none at fraction 0."""
+    offset = block_offsets(torch.arange(42).expand(50, 42), 4, phase=2)
+    gen = torch.Generator().manual_seed(0)
+    assert not reveal_slots(offset, 4, 0.0, gen).any()
+    got = reveal_slots(offset, 4, 1.0, gen)
+    assert not got[offset < 1].any()
+    per_block = got[:, 2:42].reshape(50, 10, 4)
+    assert per_block[:, :, 0].logical_not().all()  # the seeds
+    counts = per_block.sum(-1)
+    assert counts.min() == 1 and counts.max() == 2
+    given = [tuple(b.nonzero().flatten().tolist()) for b in per_block.reshape(-1, 4)]
+    assert {(1,), (1, 2)} <= set(given) and {(2,), (3,), (1, 3), (2, 3)} & set(given)
+    half = reveal_slots(offset, 4, 0.5, torch.Generator().manual_seed(1))[:, 2:42].reshape(500, 4).any(-1)
+    assert 0.4 < float(half.float().mean()) < 0.6
+
+
+def test_the_training_draft_with_revealed_slots_is_the_decoders_denoising_step():
+    """A block whose slots 1 and 3 are given (committed by an earlier denoising forward) gets, at its
+    remaining masks, the logits the decoder's denoising forward gets for that block; the given slots
+    carry no loss."""
+    model = tri_tiny(seed=2, adapter_scope="masks")
+    block, x0 = 4, torch.randint(4, 96, (1, 12), generator=torch.Generator().manual_seed(3))
+    revealed = torch.zeros_like(x0, dtype=torch.bool)
+    revealed[0, [5, 7, 10]] = True  # block 1 (4..7): slots 1 and 3; block 2 (8..11): slot 2
+    settings = DraftSettings(block_size=block, loss="all")
+    with torch.no_grad():
+        logits, *_, slots, _ = draft_forward(model, x0, torch.ones_like(x0).bool(), settings, revealed=revealed)
+        trained = (slots[0].nonzero().flatten() + 1).tolist()
+        assert trained == [1, 2, 3, 6, 9, 11]
+        wants = {0: _decoder_draft(model, x0, 0, block), 4: _decoder_draft(model, x0, 4, block, given=(1, 3)),
+                 8: _decoder_draft(model, x0, 8, block, given=(2,))}
+        for row, p in enumerate(trained):
+            seed_at = p - p % block
+            assert torch.allclose(logits[row], wants[seed_at][0, p - seed_at], atol=1e-4), p
+
+
+def test_revealed_slots_need_their_own_lower_layer_pass():
+    model = _upper_only(tri_tiny(seed=3, adapter_scope="masks"))
+    x0 = torch.randint(4, 96, (2, 16), generator=torch.Generator().manual_seed(4))
+    lm = torch.ones_like(x0).bool()
+    revealed = reveal_slots(block_offsets(torch.arange(16).expand(2, 16), 4), 4, 1.0, torch.Generator().manual_seed(5))
+    exact = DraftSettings(block_size=4, loss="all")
+    split = DraftSettings(block_size=4, loss="all", topk=96)
+    plain = draft_terms(model, x0, lm, exact, revealed=revealed)
+    frozen = draft_terms(model, x0, lm, split, revealed=revealed)
+    assert abs(float(plain.loss) - float(frozen.loss)) < 1e-4
+    assert plain.logs["blocks"] == 0  # no block is whole: accepted-length logs skip them
+    teacher = compute_teacher(model, x0, 4, len(model.model.layers) - 1, 96, "masks")
+    with pytest.raises(ValueError, match="revealed slots"):
+        draft_terms(model, x0, lm, split, teacher, revealed=revealed)

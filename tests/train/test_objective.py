@@ -211,3 +211,19 @@ def test_draft_phase_is_drawn_per_micro_batch_reproducibly():
     assert [draft_phase(rand, 1, s, 0) for s in range(20)] != drawn[:20]
     with pytest.raises(ValueError, match="draft_phase"):
         ObjectiveConfig(kind="adapter", draft_phase="sometimes")
+
+
+def test_revealed_slots_are_drawn_per_micro_batch_reproducibly():
+    from trimode.train.objective import draft_revealed
+
+    none = ObjectiveConfig(kind="adapter", block_size=8)
+    some = ObjectiveConfig(kind="adapter", block_size=8, draft_reveal=0.5)
+    assert draft_revealed(none, 0, 3, 0, (2, 64), 0, "cpu") is None
+    drawn = draft_revealed(some, 0, 3, 0, (2, 64), 5, "cpu")
+    assert torch.equal(drawn, draft_revealed(some, 0, 3, 0, (2, 64), 5, "cpu"))  # a resumed run draws the same
+    assert not torch.equal(drawn, draft_revealed(some, 0, 4, 0, (2, 64), 5, "cpu"))
+    assert not drawn[:, :6].any() and drawn.any()  # nothing at or before the first seed (phase 5)
+    with pytest.raises(ValueError, match="draft_reveal"):
+        ObjectiveConfig(kind="adapter", draft_reveal=1.5)
+    with pytest.raises(ValueError, match="block_size >= 3"):
+        ObjectiveConfig(kind="adapter", block_size=2, draft_reveal=0.5)

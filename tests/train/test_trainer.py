@@ -295,3 +295,14 @@ def test_random_draft_phase_trains_and_refuses_the_teacher_store(scratch, tmp_pa
     first = sum(r["draft_accuracy"] for r in records[:5]) / 5
     last = sum(r["draft_accuracy"] for r in records[-5:]) / 5
     assert last > first + 0.05, (first, last)
+
+
+def test_revealed_draft_slots_train_and_refuse_the_teacher_store(scratch, tmp_path):
+    obj = ObjectiveConfig(kind="adapter", block_size=4, draft_loss="all", distill_topk=16, draft_reveal=0.5)
+    kw = dict(objective=obj, adapter_top_layers=1, adapter_scope="masks", lr=1e-2, schedule="constant", warmup=0)
+    with pytest.raises(ValueError, match="--draft-reveal 0"):
+        train(_config(scratch, tmp_path / "store", max_steps=2, teacher_store_mb=64, **kw))
+    records = train(_config(scratch, tmp_path / "reveal", max_steps=45, **kw))
+    first = sum(r["draft_accuracy"] for r in records[:5]) / 5
+    last = sum(r["draft_accuracy"] for r in records[-5:]) / 5
+    assert last > first + 0.05, (first, last)

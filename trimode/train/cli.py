@@ -60,6 +60,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--draft-phase", choices=DRAFT_PHASES, default="fixed",
                    help="adapter objective: draft blocks start at position 0 (fixed), or at a phase drawn per micro-batch "
                         "(random: every position trains as every slot over epochs; not with --teacher-store-mb)")
+    p.add_argument("--draft-reveal", type=float, default=0.0,
+                   help="adapter objective: fraction of draft blocks with some slots given as tokens, the partly "
+                        "committed blocks of diffusion decoding and infilling (0..1; not with --teacher-store-mb)")
     p.add_argument("--distill-topk", type=int, default=0,
                    help="adapter objective: KL to the verifier's top-k only (0: full distribution; >0 needed by the teacher store)")
     p.add_argument("--teacher-store-mb", type=float, default=0.0,
@@ -84,7 +87,7 @@ def run_train(args: argparse.Namespace) -> int:
         kind=args.objective, block_size=args.block_size, diffusion_weight=args.diffusion_weight,
         ar_weight=args.ar_weight, masking=args.masking, reference_ar_count=args.reference_loss,
         draft_loss=args.draft_loss, draft_gamma=args.draft_gamma, distill_topk=args.distill_topk,
-        draft_phase=args.draft_phase,
+        draft_phase=args.draft_phase, draft_reveal=args.draft_reveal,
     )
     cfg = TrainConfig(
         model=args.model, data=tuple(args.data), output=args.output, objective=objective,

@@ -23,6 +23,13 @@ text then supplies other (seed, slot) pairs, so that over epochs every position 
 slot instead of always the same one (positions before p have no seed in the sequence and carry no
 loss). The trainer draws p per micro-batch with ``draft_phase="random"``; evaluations use p = 0.
 
+Revealed slots. Diffusion decoding commits a block a few slots at a time, so most of its forwards
+see a block in which some slots are already tokens (adapter off, still in the block's bidirectional
+part) and the rest masks; infilling sees the same with the given slots anywhere. ``revealed``
+(see :func:`reveal_slots`) gives such slots their clean token: they carry no loss and no adapter,
+and the masks around them learn to read them. Without it every trained block is fully masked, the
+state of a draft's first forward only.
+
 Cost. The verifier's pass and the draft's pass through the layers below the adapter's first layer
 need no gradient; both depend only on x0, so :class:`TeacherStore` keeps them (upper-layer clean
 K/V, the draft's residual stream entering the adapter's first layer, the verifier's top-k) per
@@ -67,6 +74,33 @@ def block_offsets(positions: torch.Tensor, block: int, phase: int = 0) -> torch.
     """Each position's slot in its draft block (0: the seed); -1 before the first seed."""
     offset = (positions - phase) % block
     return torch.where(positions < phase, torch.full_like(offset, -1), offset)
+
+
+def reveal_slots(offset: torch.Tensor, block: int, fraction: float, generator: torch.Generator) -> torch.Tensor:
+    """bool [rows, L]: draft slots given as their clean tokens. In a ``fraction`` of the blocks
+    (drawn per block), k of the B-1 slots are given, k uniform in 1..B-2 so that at least one mask
+    is left: half of those blocks give their first k slots (the left-to-right state diffusion mostly
+    passes through), half k slots chosen uniformly (out-of-order commits, infilling gaps).
+    ``offset`` is :func:`block_offsets`' [rows, L]; positions before the first seed are never given."""
+    if fraction <= 0 or block < 3:
+        return torch.zeros_like(offset, dtype=torch.bool)
+    rows, length = offset.shape
+    # Block index per position, from the offsets (the seed at offset 0 opens a block).
+    block_id = torch.cumsum((offset == 0).long(), dim=1) - 1  # -1 before the first seed
+    n = int(block_id.max()) + 2
+    u = torch.rand(rows, n, generator=generator).to(offset.device)
+    k = torch.randint(1, block - 1, (rows, n), generator=generator).to(offset.device)
+    ordered = torch.rand(rows, n, generator=generator).to(offset.device) < 0.5
+    score = torch.rand(rows, length, generator=generator).to(offset.device)
+    idx = block_id.clamp_min(0)
+    # In an "ordered" block a slot's rank is its offset - 1; otherwise its rank among its block's
+    # slots by a random score.
+    slot = offset >= 1
+    same = (block_id[:, :, None] == block_id[:, None, :]) & slot[:, None, :]
+    rank = ((score[:, None, :] < score[:, :, None]) & same).sum(-1)
+    rank = torch.where(ordered.gather(1, idx), offset - 1, rank)
+    chosen = (u < fraction).gather(1, idx)
+    return slot & (block_id >= 0) & chosen & (rank < k.gather(1, idx))
 
 
 def frozen_below(model: Transformer, adapter: str = DRAFT_ADAPTER) -> int:
@@ -157,9 +191,11 @@ class TeacherStore:
 
 
 def compute_teacher(model: Transformer, x0: torch.Tensor, block: int, start: int, topk: int, scope: str,
-                    loss_mask: torch.Tensor | None = None, phase: int = 0) -> Teacher:
-    """The verifier's pass over x0 and the draft's pass through layers < ``start`` (no gradient).
-    The verifier's top-k is kept at draft slots inside ``loss_mask`` only (zeros elsewhere)."""
+                    loss_mask: torch.Tensor | None = None, phase: int = 0,
+                    revealed: torch.Tensor | None = None) -> Teacher:
+    """The verifier's pass over x0 and the draft's pass through layers < ``start`` (no gradient),
+    with the ``revealed`` slots given as tokens. The verifier's top-k is kept at draft slots inside
+    ``loss_mask`` only (zeros elsewhere)."""
     rows, length = x0.shape
     mask_id = model.config.mask_token_id
     positions = torch.arange(length, device=x0.device).expand(rows, length)
@@ -177,8 +213,7 @@ def compute_teacher(model: Transformer, x0: torch.Tensor, block: int, start: int
         top_logp[:, 1:][slots], top_ids[:, 1:][slots] = logp.topk(k, dim=-1)
         del logp
         cache.advance(length)
-        draft_in = torch.where(offset == 0, x0, torch.full_like(x0, mask_id))
-        hidden = model.model.embed_tokens(draft_in)
+        hidden = model.model.embed_tokens(draft_input(x0, offset, mask_id, revealed))
         if start > 0:
             hidden = model.layer_states(hidden, positions, cache, stop=start,
                                         pattern=draft_mask(length, block, x0.device, scope, phase))
@@ -187,10 +222,17 @@ def compute_teacher(model: Transformer, x0: torch.Tensor, block: int, start: int
     return Teacher(ks, vs, hidden, top_ids, top_logp, start, phase)
 
 
-def teacher_for(model: Transformer, x0: torch.Tensor, loss_mask: torch.Tensor, settings: "DraftSettings") -> Teacher:
+def teacher_for(model: Transformer, x0: torch.Tensor, loss_mask: torch.Tensor, settings: "DraftSettings",
+                revealed: torch.Tensor | None = None) -> Teacher:
     """:func:`compute_teacher` with what the model and settings imply: its frozen layers and scope."""
     return compute_teacher(model, x0, settings.block_size, frozen_below(model, settings.adapter), settings.topk,
-                           model.config.adapter_scope, loss_mask, settings.phase)
+                           model.config.adapter_scope, loss_mask, settings.phase, revealed)
+
+
+def draft_input(x0: torch.Tensor, offset: torch.Tensor, mask_id: int, revealed: torch.Tensor | None) -> torch.Tensor:
+    """The draft stream's tokens: seeds and revealed slots from x0, masks elsewhere."""
+    given = offset == 0 if revealed is None else (offset == 0) | revealed
+    return torch.where(given, x0, torch.full_like(x0, mask_id))
 
 
 @dataclass(frozen=True)
@@ -207,9 +249,10 @@ class DraftSettings:
 
 def draft_terms(
     model: Transformer, x0: torch.Tensor, loss_mask: torch.Tensor, settings: DraftSettings,
-    teacher: Teacher | None = None,
+    teacher: Teacher | None = None, revealed: torch.Tensor | None = None,
 ):
-    """Loss sums of the drafting adapter (see the module docstring) and what it logs."""
+    """Loss sums of the drafting adapter (see the module docstring) and what it logs. Blocks with
+    ``revealed`` slots are not whole, so the accepted-length logs count fully masked blocks only."""
     mask_id = model.config.mask_token_id
     if mask_id is None:
         raise ValueError("the adapter objective needs a mask token: the model config has no mask_token_id")
@@ -218,7 +261,8 @@ def draft_terms(
     if settings.loss not in DRAFT_LOSSES:
         raise ValueError(f"draft loss must be one of {DRAFT_LOSSES}, got {settings.loss!r}")
     block, phase = settings.block_size, settings.phase
-    logits, logq, verifier_top, kl_each, slots, offset = draft_forward(model, x0, loss_mask, settings, teacher)
+    logits, logq, verifier_top, kl_each, slots, offset = draft_forward(model, x0, loss_mask, settings, teacher,
+                                                                       revealed)
     ce_each = F.cross_entropy(logits, verifier_top, reduction="none")
     hit_at_slots = logits.detach().argmax(-1) == verifier_top
     hit = ~slots
@@ -238,9 +282,10 @@ def draft_terms(
 
 
 def draft_forward(model: Transformer, x0: torch.Tensor, loss_mask: torch.Tensor, settings: DraftSettings,
-                  teacher: Teacher | None = None):
+                  teacher: Teacher | None = None, revealed: torch.Tensor | None = None):
     """The draft's logits at the trained slots, their log-softmax, the verifier's argmax there, the
-    per-slot KL to the verifier, the slot mask [B, L-1] (column c = position c+1) and the offsets."""
+    per-slot KL to the verifier, the slot mask [B, L-1] (column c = position c+1) and the offsets.
+    ``revealed`` [B, L] slots are given as tokens: adapter off, no loss."""
     scope, mask_id = model.config.adapter_scope, model.config.mask_token_id
     rows, length = x0.shape
     block, phase = settings.block_size, settings.phase
@@ -248,9 +293,17 @@ def draft_forward(model: Transformer, x0: torch.Tensor, loss_mask: torch.Tensor,
         raise ValueError(f"block phase must be in [0, {block}), got {phase}")
     positions = torch.arange(length, device=x0.device).expand(rows, length)
     offset = block_offsets(positions, block, phase)
-    slots = (offset[:, 1:] >= 1) & loss_mask[:, 1:].bool()  # column c is position c+1
+    masked = offset >= 1
+    if revealed is not None:
+        if scope != "masks":
+            raise ValueError("revealed slots need adapter scope 'masks' (the adapter must stay off at given slots)")
+        if teacher is not None:
+            raise ValueError("a teacher holds the lower-layer pass of fully masked blocks: revealed slots need "
+                             "the pass made for them (teacher=None)")
+        masked = masked & ~revealed
+    slots = masked[:, 1:] & loss_mask[:, 1:].bool()  # column c is position c+1
     pattern = draft_mask(length, block, x0.device, scope, phase)
-    gate = (offset >= 1) if scope == "masks" else None
+    gate = masked if scope == "masks" else None
     start = frozen_below(model, settings.adapter)
 
     full_target = None
@@ -260,12 +313,12 @@ def draft_forward(model: Transformer, x0: torch.Tensor, loss_mask: torch.Tensor,
             verifier = model.hidden_states(x0, positions, cache, pattern="causal")
             full_target = torch.log_softmax(model.logits(verifier[:, :-1][slots]).float(), -1)
         cache.advance(length)
-        x = model.model.embed_tokens(torch.where(offset == 0, x0, torch.full_like(x0, mask_id)))
+        x = model.model.embed_tokens(draft_input(x0, offset, mask_id, revealed))
         with torch.set_grad_enabled(start == 0 and torch.is_grad_enabled()):
             x = model.layer_states(x, positions, cache, pattern=pattern, stop=start) if start else x
     else:
         if teacher is None:
-            teacher = teacher_for(model, x0, loss_mask, settings)
+            teacher = teacher_for(model, x0, loss_mask, settings, revealed)
         if teacher.start != start or teacher.phase != phase:
             raise ValueError(f"teacher made for adapter start {teacher.start} and block phase {teacher.phase}, "
                              f"the model trains from layer {start} at phase {phase}")

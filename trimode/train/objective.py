@@ -35,8 +35,10 @@ from .draft_objective import (
     LossTerms,
     Teacher,
     accepted_prefix_plus_one,
+    block_offsets,
     draft_mask,
     draft_terms,
+    reveal_slots,
 )
 
 __all__ = ["accepted_prefix_plus_one", "draft_mask"]  # re-exported: the adapter objective's pieces
@@ -66,6 +68,9 @@ class ObjectiveConfig:
     # Adapter objective: draft blocks start at position 0 of every sequence ("fixed"), or at a phase
     # drawn per micro-batch ("random"), so that repeated epochs train each position as every slot.
     draft_phase: str = "fixed"
+    # Adapter objective: the fraction of draft blocks in which some slots are given as tokens (the
+    # partly committed blocks diffusion decoding and infilling forward; see reveal_slots).
+    draft_reveal: float = 0.0
     # Dual-stream attention: "auto" = flex-attention (block-sparse) on CUDA, boolean-mask SDPA elsewhere.
     attention: str = "auto"
 
@@ -86,6 +91,10 @@ class ObjectiveConfig:
             raise ValueError(f"draft_gamma must be in (0, 1], got {self.draft_gamma}")
         if self.draft_phase not in DRAFT_PHASES:
             raise ValueError(f"draft_phase must be one of {DRAFT_PHASES}, got {self.draft_phase!r}")
+        if not 0.0 <= self.draft_reveal <= 1.0:
+            raise ValueError(f"draft_reveal must be in [0, 1], got {self.draft_reveal}")
+        if self.draft_reveal > 0 and self.block_size < 3:
+            raise ValueError(f"draft_reveal needs block_size >= 3 (a block must keep a mask), got {self.block_size}")
         if self.distill_topk < 0:
             raise ValueError(f"distill_topk must be >= 0, got {self.distill_topk}")
 
@@ -100,6 +109,22 @@ def draft_phase(cfg: ObjectiveConfig, seed: int, step: int, first_row: int) -> i
     if cfg.draft_phase == "fixed":
         return 0
     return int(torch.randint(cfg.block_size, (1,), generator=row_generator(seed, step, first_row)))
+
+
+def draft_revealed(cfg: ObjectiveConfig, seed: int, step: int, first_row: int, shape: tuple[int, int],
+                   phase: int, device: torch.device | str) -> torch.Tensor | None:
+    """The slots of one micro-batch given as tokens (None without ``draft_reveal``), drawn from a
+    generator of (seed, step, first row) apart from the phase's, so a resumed run draws the same."""
+    if cfg.draft_reveal <= 0:
+        return None
+    offset = block_offsets(torch.arange(shape[1]).expand(shape), cfg.block_size, phase)
+    generator = row_generator(seed, step, first_row + REVEAL_STREAM)
+    return reveal_slots(offset, cfg.block_size, cfg.draft_reveal, generator).to(device)
+
+
+# Row offset of the reveal draws' generator: far past any micro-batch's rows, so its stream never
+# coincides with the phase's (seed, step, first_row) stream.
+REVEAL_STREAM = 1 << 30
 
 
 @dataclass
@@ -212,8 +237,8 @@ def ar_terms(model: Transformer, x0: torch.Tensor, loss_mask: torch.Tensor, cfg:
 
 def adapter_terms(
     model: Transformer, x0: torch.Tensor, loss_mask: torch.Tensor, cfg: ObjectiveConfig, teacher: Teacher | None = None,
-    phase: int = 0,
+    phase: int = 0, revealed: torch.Tensor | None = None,
 ) -> LossTerms:
     """The drafting-adapter loss (:mod:`trimode.train.draft_objective`) with this config's settings,
-    draft blocks starting at ``phase``."""
-    return draft_terms(model, x0, loss_mask, cfg.draft_settings(phase), teacher)
+    draft blocks starting at ``phase``, ``revealed`` slots given as tokens."""
+    return draft_terms(model, x0, loss_mask, cfg.draft_settings(phase), teacher, revealed)

@@ -33,7 +33,7 @@ from .checkpoint import (
 from .config import TrainConfig, config_changes
 from .distributed import DistEnv
 from .draft_objective import Teacher, TeacherStore, teacher_for
-from .objective import LossTerms, adapter_terms, ar_terms, corrupt, draft_phase, joint_terms
+from .objective import LossTerms, adapter_terms, ar_terms, corrupt, draft_phase, draft_revealed, joint_terms
 from .schedule import lr_at
 
 # Checkpoints hold whole (unsharded) tensors on the CPU, whatever the parallelism that wrote them.
@@ -55,6 +55,9 @@ class ObjectiveModule(nn.Module):
             if cfg.objective.draft_phase != "fixed":
                 raise ValueError("a teacher store keeps the draft's lower-layer pass of one block phase: use "
                                  "--draft-phase fixed with --teacher-store-mb, or no store with --draft-phase random")
+            if cfg.objective.draft_reveal > 0:
+                raise ValueError("a teacher store keeps the draft's lower-layer pass of fully masked blocks: use "
+                                 "--draft-reveal 0 with --teacher-store-mb, or no store with --draft-reveal")
             self.teachers = TeacherStore(cfg.teacher_store_mb)
 
     def forward(self, x0: torch.Tensor, loss_mask: torch.Tensor, step: int, first_row: int,
@@ -65,7 +68,8 @@ class ObjectiveModule(nn.Module):
         if kind == "adapter":
             teacher = self._teacher(x0, loss_mask, index) if self.teachers is not None and index is not None else None
             phase = draft_phase(self.cfg, self.seed, step, first_row)
-            return adapter_terms(self.model, x0, loss_mask, self.cfg, teacher, phase)
+            revealed = draft_revealed(self.cfg, self.seed, step, first_row, tuple(x0.shape), phase, x0.device)
+            return adapter_terms(self.model, x0, loss_mask, self.cfg, teacher, phase, revealed)
         corruption = corrupt(loss_mask, self.cfg, self.seed, step, first_row)
         return joint_terms(self.model, x0, loss_mask, corruption, self.cfg)
 
