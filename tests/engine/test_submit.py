@@ -47,3 +47,22 @@ def test_a_mode_that_needs_a_mask_token_is_refused_on_a_plain_model(engines):
     while events[-1].kind == "tokens":
         events.append(inbox.get(timeout=60))
     assert events[-1].kind == "done"
+
+
+def test_a_suffix_request_gets_the_library_middle_and_bad_suffixes_are_refused(engines):
+    from trimode.decoding.infill import infill
+
+    tri, _ = engines
+    config = GenerationConfig(max_new_tokens=6, block_size=8)
+    inbox = queue.SimpleQueue()
+    tri.submit(Request([5, 9, 14], config, "diffusion", inbox.put, suffix=[30, 31, 40]))
+    events = [inbox.get(timeout=60)]
+    while events[-1].kind == "tokens":
+        events.append(inbox.get(timeout=60))
+    got = [t for e in events if e.kind == "tokens" for t in e.tokens]
+    assert got == infill(tri.model, [[5, 9, 14]], [[30, 31, 40]], config).middles[0]
+    done = events[-1]
+    assert done.kind == "done" and done.finish_reason == "length" and done.usage["completion_tokens"] == 6
+    assert done.usage["nfe"] == sum(done.usage["forwards"].values()) >= 2
+    with pytest.raises(ValueError, match="suffix has token ids outside"):
+        tri.submit(Request([5, 9], config, "diffusion", inbox.put, suffix=[30, 96]))

@@ -68,6 +68,23 @@ def test_diffusion_per_request_with_threshold(client):
     assert got.usage.completion_tokens == 16 and "denoise" in got.usage.forwards
 
 
+def test_suffix_fills_in_the_middle_streamed_and_not(server, client, model):
+    from trimode.decoding.infill import infill
+
+    reply = client.completions.create(model="tiny", prompt="def f(x):", suffix="\n    return y", max_tokens=6,
+                                      temperature=0)
+    tok = server.tokenizer
+    want = infill(model, [tok.encode("def f(x):")], [tok.encode("\n    return y", add_special_tokens=False)],
+                  GenerationConfig(max_new_tokens=6, block_size=server.config.block_size or 8)).middles[0]
+    assert reply.choices[0].token_ids == want and reply.usage.completion_tokens == 6
+    assert "denoise" in reply.usage.forwards
+    chunks = list(client.completions.create(model="tiny", prompt="def f(x):", suffix="\n    return y", max_tokens=6,
+                                            temperature=0, stream=True))
+    assert "".join(c.choices[0].text for c in chunks) == reply.choices[0].text
+    with pytest.raises(openai.BadRequestError, match="cannot be used with suffix"):
+        client.completions.create(model="tiny", prompt="a", suffix="b", max_tokens=4, logprobs=1)
+
+
 def test_seed_reproduces_sampling(client):
     def sample(seed):
         return client.completions.create(model="tiny", prompt="xyz", max_tokens=16, temperature=0.9, top_p=0.9,

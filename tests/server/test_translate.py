@@ -63,6 +63,14 @@ def test_without_a_block_size_each_mode_runs_its_block_for_the_device(mode, devi
     assert req.config.block_size == 6  # the request's own wins
 
 
+def test_a_suffix_fills_in_the_middle_by_diffusion_whatever_the_server_mode():
+    (req,), _ = translate(completion(suffix=" world", max_tokens=5), TOK, MODEL, config(mode="linear-spec"), ())
+    assert req.mode == "diffusion" and req.suffix == TOK.encode(" world", add_special_tokens=False)
+    assert req.config.max_new_tokens == 5 and req.reservation == 0
+    (plain,), _ = translate(completion(), TOK, MODEL, config(), ())
+    assert plain.suffix is None
+
+
 def test_the_server_mode_is_the_default():
     (req,), _ = translate(completion(), TOK, MODEL, config(mode="quadratic-spec"), ())
     assert (req.mode, req.config.block_size) == ("quadratic-spec", 4)
@@ -82,6 +90,12 @@ BAD = [
     (chat(), None, MODEL, {}, 400, "messages", None, "no chat template"),
     (chat(model="x"), TOK, MODEL, {}, 404, "model", "model_not_found", "'x' does not exist"),
     (chat(), TOK, MODEL, {"mode": "turbo"}, 400, None, None, "unknown mode 'turbo'"),
+    (completion(suffix="x", mode="ar"), TOK, MODEL, {}, 400, "mode", None, "mode must be 'diffusion' or unset"),
+    (completion(suffix="x", logprobs=1), TOK, MODEL, {}, 400, "logprobs", None, "cannot be used with suffix"),
+    (completion(suffix="x", echo=True), TOK, MODEL, {}, 400, "echo", None, "cannot be used with suffix"),
+    (completion(suffix="x", stop="y"), TOK, MODEL, {}, 400, "stop", None, "cannot be used with suffix"),
+    (completion(prompt=[5], suffix="x"), None, MODEL, {}, 400, "suffix", None, "suffix needs one"),
+    (completion(suffix="x"), TOK, PLAIN, {}, 400, "mode", None, "needs a mask token"),
 ]
 
 

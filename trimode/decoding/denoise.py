@@ -1,6 +1,7 @@
 """Iterative block denoising, shared by diffusion decoding and self-speculation drafting.
 
-A block of B tokens at positions p..p+B-1 (the first ``known`` slots given, the rest masked) is
+A block of B tokens at positions p..p+B-1 (the first ``known`` slots given, the rest masked, except
+``given`` slots, which hold fixed tokens inside the bidirectional part: an infilling suffix) is
 forwarded bidirectionally over each row's cached prefix, read-only. After each forward every
 masked slot gets a candidate and a confidence, and a row commits either its most confident slot
 plus every slot with confidence >= threshold, or (threshold None) a fixed count per step, the
@@ -83,15 +84,19 @@ def denoise_block(
     kind: str,
     needed: Sequence[int] | None = None,
     adapter: str | None = None,
+    given: torch.Tensor | None = None,
 ) -> DenoiseResult:
     width = block.shape[1]
     members, cache = batch.rows, batch.cache
-    # Which slots are masked is positional (the first ``known`` are given), never read off the
-    # values: a seed may legitimately equal the mask id (an AR model can emit any vocabulary id).
+    # Which slots are masked is positional (the first ``known`` and the ``given`` ones are tokens),
+    # never read off the values: a seed may legitimately equal the mask id (an AR model can emit
+    # any vocabulary id).
     block = block.clone()
-    block[:, known:] = mask_id
     masked = torch.zeros_like(block, dtype=torch.bool)
     masked[:, known:] = True
+    if given is not None:
+        masked &= ~given.to(masked.device)
+    block[masked] = mask_id
     needed = list(needed) if needed is not None else [width] * len(members)
     steps = [0] * len(members)
     commits: list[list[int]] = [[] for _ in members]

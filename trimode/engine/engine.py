@@ -31,6 +31,7 @@ import torch
 
 from ..decoding import MODES, decoder_for
 from ..decoding.base import Batch, Decoder, ModeSettings, Row
+from ..decoding.infill import infill
 from ..decoding.score import score
 from ..decoding.spec import spec_for, step_tokens_budget
 from ..model.transformer import Transformer
@@ -93,6 +94,8 @@ class Engine:
         # Refused here, not when it joins a batch, where a bad request would fail its whole batch.
         decoder = self.decoders[request.mode]
         decoder.check_prompt(request.prompt)
+        if request.suffix:
+            decoder.check_prompt(request.suffix, "suffix")
         decoder.check_settings(request.config.settings)
         if request.reservation > self.max_cached_tokens:
             raise ValueError(
@@ -239,6 +242,12 @@ class Engine:
                 self._running[req.id] = req
                 self._finish(req, "length")
                 continue
+            if req.suffix is not None:  # fill in the middle: one piece of work, answered now
+                self._waiting.popleft()
+                req.admitted_at = time.perf_counter()
+                self._running[req.id] = req
+                self._infill(req)
+                continue
             if self._reserved + req.reservation > self.max_cached_tokens:
                 break  # first come, first served: wait for the head request to fit
             key = self._key(req)
@@ -269,6 +278,18 @@ class Engine:
                 self._drop(key, reqs, err)
                 continue
             self._publish(reqs)
+
+    def _infill(self, req: Request) -> None:
+        try:
+            result = infill(self.model, [req.prompt], [req.suffix], req.config)
+        except Exception as err:  # noqa: BLE001 -- a failed infill fails this request only
+            self._fail([req], err)
+            return
+        req.row = Row(req.prompt, req.config)
+        req.row.tokens, req.row.forwards = result.middles[0], Counter(result.stats.forwards)
+        self.counters["infills"] += 1
+        self._publish([req])
+        self._finish(req, "length")
 
     def _step_one(self) -> None:
         self._reap()  # a cancel that came during the admission's prefill frees its rows before the step

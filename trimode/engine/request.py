@@ -33,6 +33,10 @@ class Request:
     ``sink`` receives :class:`Event` objects on the engine thread; it must not block (e.g. put
     into a queue or hand over to an event loop with ``call_soon_threadsafe``).
 
+    ``suffix``: fill in the middle (:func:`trimode.decoding.infill.infill`): the completion is
+    ``config.max_new_tokens`` tokens denoised between the prompt and these ids. It runs as one piece
+    of work on the engine thread between steps, not in a batch, and holds no cache row afterwards.
+
     ``logprobs``: None, or how many alternatives to score per position (0: the chosen token's
     alone); the "done" event then carries the verifier's :class:`TokenScores` of the completion,
     or of prompt and completion with ``echo``. ``generate=False`` scores the prompt without
@@ -53,6 +57,7 @@ class Request:
     logprobs: int | None = None
     echo: bool = False
     generate: bool = True
+    suffix: list[int] | None = None
     isolated: bool = False  # runs in a batch of its own (its shared batch failed)
     replay: list[int] | None = None  # tokens sent before that failure, which the rerun must reproduce
     cancel_step: int | None = None  # the engine's step count when it was cancelled
@@ -67,7 +72,7 @@ class Request:
         """Cache tokens this request may occupy: prompt, budget, and the slots a step writes
         beyond the kept tokens (one block of drafts/masks; the whole B x (B+1) grid for
         quadratic self-speculation)."""
-        if not self.generate:
+        if not self.generate or self.suffix is not None:
             return 0
         scratch = spec_for(self.mode, engine=True).scratch(self.config.block_size)
         return len(self.prompt) + self.config.max_new_tokens + scratch + 1

@@ -89,7 +89,10 @@ class CompletionRequest(_Common):
     logprobs: int | None = Field(default=None, ge=0, le=MAX_LOGPROBS,
                                  description="log-probabilities of each token and of the k most likely (the "
                                              "verifier's, i.e. the causal model's, in every mode)")
-    suffix: None = None
+    suffix: Unicode | None = Field(
+        default=None, description="fill in the middle: the text after the completion. The completion is then exactly "
+                                  "max_tokens tokens (default 16), denoised between prompt and suffix by diffusion "
+                                  "(mode diffusion or unset; no logprobs, echo or stop)")
 
 
 class ContentPart(BaseModel):

@@ -62,7 +62,8 @@ def translate(body: CompletionRequest | ChatRequest, tokenizer, model: ModelConf
     chat = isinstance(body, ChatRequest)
     limit = config.max_prompt_tokens
     prompts = [chat_prompt(body, tokenizer, limit)] if chat else completion_prompts(body, tokenizer, limit)
-    mode = body.mode or config.mode
+    suffix = None if chat else infill_suffix(body, tokenizer, limit)
+    mode = body.mode or ("diffusion" if suffix is not None else config.mode)
     try:
         spec = spec_for(mode, engine=True)
     except ValueError as err:
@@ -109,8 +110,28 @@ def translate(body: CompletionRequest | ChatRequest, tokenizer, model: ModelConf
             **(thresholds(body.threshold) if body.threshold is not None else thresholds()),
         )
         requests.append(Request(prompt, gen, mode, sink=lambda e: None, logprobs=logprobs, echo=echo,
-                                generate=asked != 0))
+                                generate=asked != 0, suffix=suffix))
     return Translation(requests, stops)
+
+
+def infill_suffix(body: CompletionRequest, tokenizer, max_tokens: int | None) -> list[int] | None:
+    """The suffix's ids when the body asks to fill in the middle (None when it has no suffix); the
+    options that cannot go with it are refused by name."""
+    if body.suffix is None:
+        return None
+    if body.mode not in (None, "diffusion"):
+        raise APIError(400, f"suffix fills in the middle by diffusion; mode must be 'diffusion' or unset, got "
+                            f"{body.mode!r}", param="mode")
+    for name, asked in (("logprobs", body.logprobs is not None), ("echo", body.echo), ("stop", bool(body.stop_list())),
+                        ("max_tokens", body.max_tokens == 0)):
+        if asked:
+            raise APIError(400, f"{name} cannot be used with suffix (fill in the middle)", param=name)
+    if tokenizer is None:
+        raise APIError(400, "this model has no tokenizer: suffix needs one", param="suffix")
+    if too_long(len(body.suffix), tokenizer, max_tokens):
+        raise APIError(400, f"suffix has {len(body.suffix)} characters, more than {max_tokens} tokens can hold",
+                       param="suffix", code="context_length_exceeded")
+    return tokenizer.encode(body.suffix, add_special_tokens=False)
 
 
 def requested_logprobs(body: CompletionRequest | ChatRequest) -> int | None:
