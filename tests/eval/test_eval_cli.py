@@ -42,3 +42,20 @@ def test_eval_humaneval_runs_the_harness(tmp_path, capsys):
 def test_eval_rejects_bad_batch(tmp_path, capsys):
     assert main(["eval", "gsm8k", "--batch-size", "0"]) == 2
     assert "--batch-size must be >= 1" in capsys.readouterr().err
+
+
+def test_eval_humaneval_infill_grades_every_method(tmp_path, capsys):
+    from conftest import tiny_text_checkpoint
+
+    ckpt = tiny_text_checkpoint(tmp_path)
+    out = tmp_path / "infill.json"
+    assert main(["eval", "humaneval-infill", "--model", str(ckpt), "--limit", "1", "--budget", "oracle",
+                 "--block-size", "8", "--window", "3", "--out", str(out)]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["tasks"] == 7 and set(line) >= {"infill", "ar-prefix", "ar-fim"}
+    saved = json.loads(out.read_text())
+    infill = saved["results"][0]
+    assert (infill["method"], infill["budget"], infill["window"], infill["chunk"]) == ("infill", "oracle", 3, 5)
+    assert len(infill["tasks"]) == 7 and all({"id", "correct", "line"} <= set(t) for t in infill["tasks"])
+    assert all(r["nfe"] > 0 for r in saved["results"])
+    assert main(["eval", "humaneval-infill", "--model", str(ckpt), "--budget", "none"]) == 2

@@ -1,21 +1,23 @@
-"""``trimode eval humaneval|gsm8k``: accuracy per mode and setting, with a results file."""
+"""``trimode eval humaneval|gsm8k|humaneval-infill``: accuracy per mode and setting (per method for
+single-line infilling), with a results file."""
 
 from __future__ import annotations
 
 import argparse
 import re
+import sys
 from pathlib import Path
 
 from ..cli_common import UsageError, add_model_args, load_from_args
 from ..decoding import MODES, SPECS
 from ..decoding.stop import StopStrings
 from ..model.defaults import FALLBACK_MASK_TOKEN
-from . import gsm8k, humaneval
+from . import gsm8k, humaneval, infilling
 from .generation import sweep
 from .runner import evaluate, summary_line
 
-TASKS = ("humaneval", "gsm8k")
-DEFAULT_MAX_NEW = {"humaneval": 256, "gsm8k": 256}
+TASKS = ("humaneval", "gsm8k", "humaneval-infill")
+DEFAULT_MAX_NEW = {"humaneval": 256, "gsm8k": 256, "humaneval-infill": 96}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,6 +35,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--linear-block", type=int, nargs="+", default=[], help="linear-spec blocks (default: per device)")
     parser.add_argument("--quadratic-block", type=int, nargs="+", default=[], help="quadratic-spec blocks (default: per device)")
     parser.add_argument("--timeout", type=float, default=5.0, help="humaneval: seconds per test program")
+    infill = parser.add_argument_group("humaneval-infill")
+    infill.add_argument("--methods", nargs="+", choices=infilling.METHODS, default=list(infilling.METHODS),
+                        help="infill (denoising), ar-prefix (AR on the prefix alone), ar-fim (AR shown prefix and suffix)")
+    infill.add_argument("--budget", default="24", help="infill: middle tokens per task, or 'oracle' (the true line's count)")
+    infill.add_argument("--window", type=int, default=None, help="infill: suffix tokens read (default: half the block)")
+    infill.add_argument("--chunk", type=int, default=None, help="infill: middle tokens denoised at a time")
+    infill.add_argument("--placement", choices=("every", "last"), default="every")
     parser.add_argument("--out", type=Path, help="results file (default: bench/results/<task>.<model>.<device>.json)")
 
 
@@ -45,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_from_args(args, default_mask_token=FALLBACK_MASK_TOKEN)
     if loaded.tokenizer is None:
         raise UsageError(f"{loaded.source} has no tokenizer; evaluations need text prompts")
+    if args.task == "humaneval-infill":
+        return run_infilling(args, loaded)
     if any(SPECS[m].needs_mask for m in args.mode) and loaded.config.mask_token_id is None:
         raise UsageError(f"{loaded.source} has no mask token; pass --mask-token for the non-AR modes")
     settings = sweep(args.mode, args.block_size, args.threshold, args.linear_block, args.quadratic_block, args.device)
@@ -77,3 +88,36 @@ def run(args: argparse.Namespace) -> int:
 def default_out(task: str, source: Path, device: str) -> Path:
     model = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(source).stem)
     return Path("bench/results") / f"{task}.{model}.{device.replace(':', '')}.json"
+
+
+def run_infilling(args: argparse.Namespace, loaded) -> int:
+    import json
+
+    from ..decoding import spec_for
+    from ..decoding.infill import InfillLayout
+    from ..runinfo import machine_info
+
+    try:
+        budget = infilling.budget_arg(args.budget)
+        block = spec_for("diffusion").block(args.block_size[0] if args.block_size else None, args.device)
+        layout = InfillLayout(args.window, args.chunk, args.placement)
+        layout.resolve(block)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    if "infill" in args.methods and loaded.config.mask_token_id is None:
+        raise UsageError(f"{loaded.source} has no mask token; pass --mask-token for the infill method")
+    items = infilling.tasks(args.limit)
+    result = infilling.evaluate(loaded, args.methods, items, budget=budget, block_size=block, layout=layout,
+                                batch_size=args.batch_size, timeout=args.timeout)
+    result.update(command="trimode " + " ".join(sys.argv[1:]), machine=machine_info())
+    out = args.out or default_out(args.task, loaded.source, args.device)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"{'method':<12} {'pass@1':>7} {'passed':>7} {'tok/fwd':>8} {'s':>7}")
+    for r in result["results"]:
+        tpf = r["generated_tokens"] / r["nfe"] if r["nfe"] else 0.0
+        print(f"{r['method']:<12} {r['pass_at_1']:>7.3f} {r['passed']:>7} {tpf:>8.2f} {r['seconds']:>7.1f}")
+    print(f"results: {out}")
+    print(json.dumps({"task": result["task"], "tasks": result["tasks"],
+                      **{r["method"]: r["pass_at_1"] for r in result["results"]}}))
+    return 0
