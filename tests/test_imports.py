@@ -20,7 +20,7 @@ LAYERS = [
     {"engine"},
     {"cli_common"},
     {"eval", "train"},
-    {"bench", "server", "demo", "generate", "infill", "info"},
+    {"bench", "server", "demo", "generate", "infill", "revise", "info"},
     {"cli"},
 ]
 RANK = {part: i for i, layer in enumerate(LAYERS) for part in layer}

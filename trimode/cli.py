@@ -1,4 +1,4 @@
-"""Command line: ``trimode generate | infill | demo | serve | bench | eval | train | export | distill-data | make-prompts | info``.
+"""Command line: ``trimode generate | infill | revise | demo | serve | bench | eval | train | export | distill-data | make-prompts | info``.
 
 A dispatch table: each command is a module's ``add_arguments(parser)`` and ``run(args)``; nothing
 imports this module.
@@ -17,6 +17,7 @@ from .cli_common import UsageError
 COMMANDS = {
     "generate": ("trimode.generate", "add_arguments", "run", "generate text in one of the four modes"),
     "infill": ("trimode.infill", "add_arguments", "run", "fill the middle between a prefix and a suffix by denoising"),
+    "revise": ("trimode.revise", "add_arguments", "run", "re-mask the least sure tokens of a text and denoise them again"),
     "demo": ("trimode.demo", "add_arguments", "run", "the default model in every mode, streamed, then a table"),
     "serve": ("trimode.server.cli", "add_arguments", "run", "OpenAI-compatible server: completions, chat, logprobs, Prometheus metrics"),
     "bench": ("trimode.bench", "add_arguments", "run",
