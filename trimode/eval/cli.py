@@ -1,5 +1,5 @@
-"""``trimode eval humaneval|gsm8k|humaneval-infill``: accuracy per mode and setting (per method for
-single-line infilling), with a results file."""
+"""``trimode eval humaneval|gsm8k|humaneval-infill|humaneval-revise``: accuracy per mode and setting
+(per method for single-line infilling; per revision round for corrupted solutions), with a results file."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ from ..cli_common import UsageError, add_model_args, load_from_args
 from ..decoding import MODES, SPECS
 from ..decoding.stop import StopStrings
 from ..model.defaults import FALLBACK_MASK_TOKEN
-from . import gsm8k, humaneval, infilling
+from . import gsm8k, humaneval, infilling, revision
 from .generation import sweep
 from .runner import evaluate, summary_line
 
-TASKS = ("humaneval", "gsm8k", "humaneval-infill")
-DEFAULT_MAX_NEW = {"humaneval": 256, "gsm8k": 256, "humaneval-infill": 96}
+TASKS = ("humaneval", "gsm8k", "humaneval-infill", "humaneval-revise")
+DEFAULT_MAX_NEW = {"humaneval": 256, "gsm8k": 256, "humaneval-infill": 96, "humaneval-revise": 1}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     infill.add_argument("--window", type=int, default=None, help="infill: suffix tokens read (default: half the block)")
     infill.add_argument("--chunk", type=int, default=None, help="infill: middle tokens denoised at a time")
     infill.add_argument("--placement", choices=("every", "last"), default="every")
+    rev = parser.add_argument_group("humaneval-revise")
+    rev.add_argument("--corrupt", type=int, nargs="+", default=[1, 2, 4], help="tokens corrupted per solution (a sweep)")
+    rev.add_argument("--rounds", type=int, default=4, help="revision rounds, each re-masking as many tokens as were corrupted")
     parser.add_argument("--out", type=Path, help="results file (default: bench/results/<task>.<model>.<device>.json)")
 
 
@@ -56,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"{loaded.source} has no tokenizer; evaluations need text prompts")
     if args.task == "humaneval-infill":
         return run_infilling(args, loaded)
+    if args.task == "humaneval-revise":
+        return run_revision(args, loaded)
     if any(SPECS[m].needs_mask for m in args.mode) and loaded.config.mask_token_id is None:
         raise UsageError(f"{loaded.source} has no mask token; pass --mask-token for the non-AR modes")
     settings = sweep(args.mode, args.block_size, args.threshold, args.linear_block, args.quadratic_block, args.device)
@@ -120,4 +125,32 @@ def run_infilling(args: argparse.Namespace, loaded) -> int:
     print(f"results: {out}")
     print(json.dumps({"task": result["task"], "tasks": result["tasks"],
                       **{r["method"]: r["pass_at_1"] for r in result["results"]}}))
+    return 0
+
+
+def run_revision(args: argparse.Namespace, loaded) -> int:
+    import json
+
+    from ..decoding import spec_for
+    from ..runinfo import machine_info
+
+    if args.rounds < 1 or min(args.corrupt) < 1:
+        raise UsageError(f"--rounds and --corrupt must be >= 1, got {args.rounds} and {args.corrupt}")
+    if loaded.config.mask_token_id is None:
+        raise UsageError(f"{loaded.source} has no mask token; pass --mask-token")
+    try:
+        block = spec_for("diffusion").block(args.block_size[0] if args.block_size else None, args.device)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    result = revision.evaluate(loaded, args.corrupt, rounds=args.rounds, block_size=block, limit=args.limit,
+                               timeout=args.timeout)
+    result.update(command="trimode " + " ".join(sys.argv[1:]), machine=machine_info())
+    out = args.out or default_out(args.task, loaded.source, args.device)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"{'k':>3} {'corrupted':>9}  passing after round 0..{args.rounds}")
+    for r in result["results"]:
+        print(f"{r['k']:>3} {r['corrupted']:>9}  " + " ".join(f"{x:.3f}" for x in r["share_passing_after_round"]))
+    print(f"results: {out}")
+    print(json.dumps({"task": result["task"], **{f"k{r['k']}": r["share_passing_after_round"] for r in result["results"]}}))
     return 0
