@@ -98,13 +98,11 @@ def default_out(task: str, source: Path, device: str) -> Path:
 def run_infilling(args: argparse.Namespace, loaded) -> int:
     import json
 
-    from ..decoding import spec_for
     from ..decoding.infill import InfillLayout
-    from ..runinfo import machine_info
 
     try:
         budget = infilling.budget_arg(args.budget)
-        block = spec_for("diffusion").block(args.block_size[0] if args.block_size else None, args.device)
+        block = diffusion_block(args)
         layout = InfillLayout(args.window, args.chunk, args.placement)
         layout.resolve(block)
     except ValueError as err:
@@ -114,10 +112,7 @@ def run_infilling(args: argparse.Namespace, loaded) -> int:
     items = infilling.tasks(args.limit)
     result = infilling.evaluate(loaded, args.methods, items, budget=budget, block_size=block, layout=layout,
                                 batch_size=args.batch_size, timeout=args.timeout)
-    result.update(command="trimode " + " ".join(sys.argv[1:]), machine=machine_info())
-    out = args.out or default_out(args.task, loaded.source, args.device)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    out = save(args, loaded, result)
     print(f"{'method':<12} {'pass@1':>7} {'passed':>7} {'tok/fwd':>8} {'s':>7}")
     for r in result["results"]:
         tpf = r["generated_tokens"] / r["nfe"] if r["nfe"] else 0.0
@@ -131,26 +126,38 @@ def run_infilling(args: argparse.Namespace, loaded) -> int:
 def run_revision(args: argparse.Namespace, loaded) -> int:
     import json
 
-    from ..decoding import spec_for
-    from ..runinfo import machine_info
-
     if args.rounds < 1 or min(args.corrupt) < 1:
         raise UsageError(f"--rounds and --corrupt must be >= 1, got {args.rounds} and {args.corrupt}")
     if loaded.config.mask_token_id is None:
         raise UsageError(f"{loaded.source} has no mask token; pass --mask-token")
     try:
-        block = spec_for("diffusion").block(args.block_size[0] if args.block_size else None, args.device)
+        block = diffusion_block(args)
     except ValueError as err:
         raise UsageError(str(err)) from None
     result = revision.evaluate(loaded, args.corrupt, rounds=args.rounds, block_size=block, limit=args.limit,
                                timeout=args.timeout)
-    result.update(command="trimode " + " ".join(sys.argv[1:]), machine=machine_info())
-    out = args.out or default_out(args.task, loaded.source, args.device)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    out = save(args, loaded, result)
     print(f"{'k':>3} {'corrupted':>9}  passing after round 0..{args.rounds}")
     for r in result["results"]:
         print(f"{r['k']:>3} {r['corrupted']:>9}  " + " ".join(f"{x:.3f}" for x in r["share_passing_after_round"]))
     print(f"results: {out}")
     print(json.dumps({"task": result["task"], **{f"k{r['k']}": r["share_passing_after_round"] for r in result["results"]}}))
     return 0
+
+
+def diffusion_block(args: argparse.Namespace) -> int:
+    """The one block infilling and revision denoise in: the first --block-size, else diffusion's for the device."""
+    return SPECS["diffusion"].block(args.block_size[0] if args.block_size else None, args.device)
+
+
+def save(args: argparse.Namespace, loaded, result: dict) -> Path:
+    """Write ``result`` with the command and machine to --out (default: bench/results/...); return the path."""
+    import json
+
+    from ..runinfo import machine_info
+
+    result.update(command="trimode " + " ".join(sys.argv[1:]), machine=machine_info())
+    out = args.out or default_out(args.task, loaded.source, args.device)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    return out
