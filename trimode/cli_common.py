@@ -12,7 +12,7 @@ import torch
 
 from .decoding.text import Detokenizer
 from .model import LoadedModel, load
-from .model.defaults import model_path
+from .model.defaults import FALLBACK_MASK_TOKEN, model_path
 from .model.kernels import KERNELS, unavailable_reason
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -71,6 +71,15 @@ def load_from_args(
                   default_mask_token=default_mask_token)
     if verbose:
         print(f"loaded {loaded.format} model in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
+    return loaded
+
+
+def load_text_model(args: argparse.Namespace, command: str) -> LoadedModel:
+    """The model of a text-in command that denoises (``trimode infill``, ``revise``): ``--no-adapter``
+    honoured, the default model's mask token as a fallback, and a tokenizer required."""
+    loaded = load_from_args(args, adapter=not args.no_adapter, default_mask_token=FALLBACK_MASK_TOKEN, verbose=True)
+    if loaded.tokenizer is None:
+        raise UsageError(f"{loaded.source} has no tokenizer: trimode {command} takes text")
     return loaded
 
 

@@ -7,10 +7,9 @@ import argparse
 import json
 import sys
 
-from .cli_common import COUNTING, UsageError, add_model_args, load_from_args, positive, threshold_arg
+from .cli_common import COUNTING, UsageError, add_model_args, load_text_model, positive, threshold_arg
 from .decoding import GenerationConfig, spec_for, thresholds
 from .decoding.infill import PLACEMENTS, InfillLayout, infill
-from .model.defaults import FALLBACK_MASK_TOKEN
 
 
 def add_arguments(g: argparse.ArgumentParser) -> None:
@@ -41,10 +40,8 @@ def run(args: argparse.Namespace) -> int:
                                   use_adapter=not args.no_adapter, **thresholds(args.threshold))
     except ValueError as err:
         raise UsageError(str(err)) from None
-    loaded = load_from_args(args, adapter=not args.no_adapter, default_mask_token=FALLBACK_MASK_TOKEN, verbose=True)
+    loaded = load_text_model(args, "infill")
     tok = loaded.tokenizer
-    if tok is None:
-        raise UsageError(f"{loaded.source} has no tokenizer: trimode infill takes text")
     prefix, suffix = tok.encode(args.prefix), tok.encode(args.suffix, add_special_tokens=False)
     layout = InfillLayout(args.window, args.chunk, args.placement)
     result = infill(loaded.model, [prefix], [suffix], config, layout)

@@ -7,10 +7,9 @@ import argparse
 import json
 import sys
 
-from .cli_common import UsageError, add_model_args, load_from_args, positive, threshold_arg
+from .cli_common import UsageError, add_model_args, load_text_model, positive, threshold_arg
 from .decoding import GenerationConfig, spec_for, thresholds
 from .decoding.revise import revise
-from .model.defaults import FALLBACK_MASK_TOKEN
 
 
 def add_arguments(g: argparse.ArgumentParser) -> None:
@@ -33,10 +32,8 @@ def run(args: argparse.Namespace) -> int:
         config = GenerationConfig(block_size=block, use_adapter=not args.no_adapter, **thresholds(args.threshold))
     except ValueError as err:
         raise UsageError(str(err)) from None
-    loaded = load_from_args(args, adapter=not args.no_adapter, default_mask_token=FALLBACK_MASK_TOKEN, verbose=True)
+    loaded = load_text_model(args, "revise")
     tok = loaded.tokenizer
-    if tok is None:
-        raise UsageError(f"{loaded.source} has no tokenizer: trimode revise takes text")
     context = tok.encode(args.context) if args.context else []
     text = tok.encode(args.text, add_special_tokens=not context)
     result = revise(loaded.model, context, text, config, rounds=args.rounds, per_round=args.tokens)

@@ -236,17 +236,14 @@ class Engine:
         prefill = 0  # prompt tokens joining this round (each batch's joiners are prefilled in one forward)
         while self._waiting and slots < self.max_batch:
             req = self._waiting[0]
-            if not req.generate:  # scoring only: no cache row, answered now
+            if not req.generate or req.suffix is not None:  # scoring only, or fill in the middle: no cache row, answered now
                 self._waiting.popleft()
                 req.admitted_at = time.perf_counter()
                 self._running[req.id] = req
-                self._finish(req, "length")
-                continue
-            if req.suffix is not None:  # fill in the middle: one piece of work, answered now
-                self._waiting.popleft()
-                req.admitted_at = time.perf_counter()
-                self._running[req.id] = req
-                self._infill(req)
+                if req.suffix is not None:
+                    self._infill(req)
+                else:
+                    self._finish(req, "length")
                 continue
             if self._reserved + req.reservation > self.max_cached_tokens:
                 break  # first come, first served: wait for the head request to fit
